@@ -1,0 +1,338 @@
+"""Prompt features: everything the policy knows about a request, computed locally.
+
+:func:`parse_request` validates an OpenAI-style ``messages`` list (or a plain prompt)
+into a :class:`Request`; :func:`featurize` turns it into a :class:`Context` of named
+feature namespaces. Nothing here touches the network or loads a model, and featurize
+never raises on any text.
+
+>>> ctx = featurize(parse_request(prompt="How do I reverse a list in Python?"))
+>>> ctx.namespaces["u"][:4]
+('how', 'do', 'i', 'reverse')
+>>> ctx.numeric["question"]
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bandit.errors import RequestError
+
+FEATURE_VERSION = "f1"
+
+# Token caps keep featurization and VW time bounded on enormous prompts; the head and
+# tail of a long turn are kept because instructions and questions sit at the ends.
+MAX_WORDS = 384
+MAX_SYSTEM_WORDS = 128
+MAX_QUESTION_WORDS = 96
+MAX_TAG_LEN = 64
+
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+_CODE_RE = re.compile(
+    r"```|^\s*(def|class|import|from|function|const|let|var|public|#include)\b|[{};]\s*$"
+    r"|\w+\([^)]*\)\s*[:{]",
+    re.MULTILINE,
+)
+_MATH_RE = re.compile(
+    r"\\(frac|sum|int|sqrt|cdot|alpha|beta|theta)|\d\s*[-+*/^=<>]\s*\d|\$[^$]+\$"
+    r"|\b(solve|equation|integral|derivative|probability|theorem|prove)\b",
+    re.IGNORECASE,
+)
+_MARKUP_RE = re.compile(r"</?[a-zA-Z][\w-]*[^>]*>|^#{1,6}\s|^\s*[-*]\s|\|\s*---", re.MULTILINE)
+_QUESTION_START = frozenset(
+    "what why how when where who which whom whose can could should would is are do does "
+    "did will explain".split()
+)
+_STOPWORDS = {
+    "en": frozenset("the and of to is in that it for you with".split()),
+    "es": frozenset("el la de que y en los se del las por".split()),
+    "fr": frozenset("le la les de et des est une que dans".split()),
+    "de": frozenset("der die und das ist nicht ich mit sie den".split()),
+    "pt": frozenset("o os de que e do da em um uma não".split()),
+    "it": frozenset("il di che e la per non sono gli una".split()),
+}
+_SCRIPTS = (
+    ("latin", 0x0000, 0x024F),
+    ("greek", 0x0370, 0x03FF),
+    ("cyrillic", 0x0400, 0x04FF),
+    ("arabic", 0x0600, 0x06FF),
+    ("devanagari", 0x0900, 0x097F),
+    ("cjk", 0x3040, 0x9FFF),
+    ("hangul", 0xAC00, 0xD7AF),
+)
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated routing request: the conversation and what the answer needs."""
+
+    system: str = ""
+    turns: tuple[tuple[str, str], ...] = ()
+    max_tokens: int | None = None
+    needs_tools: bool = False
+    needs_vision: bool = False
+    needs_json: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def last_user(self) -> str:
+        for role, text in reversed(self.turns):
+            if role == "user":
+                return text
+        return self.turns[-1][1] if self.turns else ""
+
+    @property
+    def total_chars(self) -> int:
+        return len(self.system) + sum(len(t) for _, t in self.turns)
+
+
+def _content_text(content: Any, where: str) -> tuple[str, bool]:
+    """Text of a message's content and whether it holds an image."""
+    if content is None:
+        return "", False
+    if isinstance(content, str):
+        return content, False
+    if not isinstance(content, list):
+        raise RequestError(f"{where}.content: must be a string or a list of parts")
+    texts: list[str] = []
+    image = False
+    for j, part in enumerate(content):
+        if not isinstance(part, Mapping):
+            raise RequestError(f"{where}.content[{j}]: must be an object with a 'type'")
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise RequestError(f"{where}.content[{j}].text: must be a string")
+            texts.append(text)
+        elif kind in ("image_url", "image", "input_image"):
+            image = True
+        elif not isinstance(kind, str):
+            raise RequestError(f"{where}.content[{j}].type: must be a string")
+    return "\n".join(texts), image
+
+
+def parse_request(
+    *,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+    prompt: str | None = None,
+    max_tokens: int | None = None,
+    tools: Sequence[Any] | None = None,
+    response_format: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Request:
+    """Validate an OpenAI-style request into a :class:`Request`.
+
+    Exactly one of ``messages`` and ``prompt`` is required. Errors name the bad field:
+
+    >>> parse_request(messages=[{"role": "robot", "content": "hi"}])
+    Traceback (most recent call last):
+    ...
+    bandit.errors.RequestError: messages[0].role: must be one of assistant, developer, \
+function, system, tool, user; got 'robot'
+    """
+    if (messages is None) == (prompt is None):
+        raise RequestError("messages: give exactly one of 'messages' or 'prompt'")
+    system_parts: list[str] = []
+    turns: list[tuple[str, str]] = []
+    vision = False
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise RequestError("prompt: must be a string")
+        turns.append(("user", prompt))
+    else:
+        if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+            raise RequestError("messages: must be a list of {role, content} objects")
+        if not messages:
+            raise RequestError("messages: must not be empty")
+        for i, msg in enumerate(messages):
+            where = f"messages[{i}]"
+            if not isinstance(msg, Mapping):
+                raise RequestError(f"{where}: must be an object with 'role' and 'content'")
+            role = msg.get("role")
+            if role not in _ROLES:
+                raise RequestError(
+                    f"{where}.role: must be one of {', '.join(sorted(_ROLES))}; got {role!r}"
+                )
+            text, image = _content_text(msg.get("content"), where)
+            vision = vision or image
+            if role in ("system", "developer"):
+                system_parts.append(text)
+            else:
+                turns.append((str(role), text))
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise RequestError(f"max_tokens: must be a positive integer, got {max_tokens!r}")
+    needs_json = False
+    if response_format is not None:
+        if not isinstance(response_format, Mapping):
+            raise RequestError("response_format: must be an object with a 'type'")
+        needs_json = response_format.get("type") in ("json_object", "json_schema")
+    meta: dict[str, str] = {}
+    for key, value in (metadata or {}).items():
+        if value is None:
+            continue
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise RequestError(f"metadata.{key}: must be a string or number")
+        meta[str(key)] = str(value)[:MAX_TAG_LEN]
+    return Request(
+        system="\n".join(system_parts),
+        turns=tuple(turns),
+        max_tokens=max_tokens,
+        needs_tools=bool(tools),
+        needs_vision=vision,
+        needs_json=needs_json,
+        metadata=meta,
+    )
+
+
+@dataclass(frozen=True)
+class Context:
+    """Features of one request, grouped in namespaces.
+
+    ``namespaces`` maps a one-letter namespace to word tokens: ``u`` the last user turn
+    (words and bigrams), ``q`` its last paragraph, ``s`` the system prompt and ``t``
+    categorical tags (tenant, task, script, language). ``numeric`` holds real-valued
+    features. The remaining fields carry what hard constraints need.
+    """
+
+    namespaces: Mapping[str, tuple[str, ...]]
+    numeric: Mapping[str, float]
+    input_tokens: int
+    max_tokens: int | None = None
+    needs_tools: bool = False
+    needs_vision: bool = False
+    needs_json: bool = False
+    feature_version: str = FEATURE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespaces": {k: list(v) for k, v in self.namespaces.items()},
+            "numeric": dict(self.numeric),
+            "input_tokens": self.input_tokens,
+            "max_tokens": self.max_tokens,
+            "needs_tools": self.needs_tools,
+            "needs_vision": self.needs_vision,
+            "needs_json": self.needs_json,
+            "feature_version": self.feature_version,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Context:
+        return cls(
+            namespaces={k: tuple(v) for k, v in raw["namespaces"].items()},
+            numeric={k: float(v) for k, v in raw["numeric"].items()},
+            input_tokens=int(raw["input_tokens"]),
+            max_tokens=None if raw.get("max_tokens") is None else int(raw["max_tokens"]),
+            needs_tools=bool(raw.get("needs_tools", False)),
+            needs_vision=bool(raw.get("needs_vision", False)),
+            needs_json=bool(raw.get("needs_json", False)),
+            feature_version=str(raw.get("feature_version", FEATURE_VERSION)),
+        )
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count: four ASCII characters or one other character per token.
+
+    >>> estimate_tokens("hello world!")
+    3
+    """
+    if not text:
+        return 0
+    non_ascii = sum(1 for ch in text if ord(ch) > 127) if not text.isascii() else 0
+    return math.ceil((len(text) - non_ascii) / 4 + non_ascii)
+
+
+def _words(text: str, cap: int) -> list[str]:
+    words = _WORD_RE.findall(text.lower())
+    if len(words) > cap:
+        half = cap // 2
+        words = words[:half] + words[-(cap - half) :]
+    return words
+
+
+def _script(text: str) -> str:
+    counts: dict[str, int] = {}
+    for ch in text[:2000]:
+        o = ord(ch)
+        if o < 0x41 or (ch.isascii() and not ch.isalpha()):
+            continue
+        for name, lo, hi in _SCRIPTS:
+            if lo <= o <= hi:
+                counts[name] = counts.get(name, 0) + 1
+                break
+        else:
+            counts["other"] = counts.get("other", 0) + 1
+    return max(counts, key=lambda k: counts[k]) if counts else "none"
+
+
+def _language(words: Sequence[str]) -> str:
+    best, best_hits = "unknown", 1
+    for lang, stops in _STOPWORDS.items():
+        hits = sum(1 for w in words[:200] if w in stops)
+        if hits > best_hits:
+            best, best_hits = lang, hits
+    return best
+
+
+def _tag(value: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in value)[:MAX_TAG_LEN]
+
+
+def featurize(request: Request) -> Context:
+    """Compute the :class:`Context` of a request (pure, local, never raises on text)."""
+    last = request.last_user
+    words = _words(last, MAX_WORDS)
+    bigrams = [f"{a}_{b}" for a, b in zip(words, words[1:])]
+    paragraphs = [p for p in re.split(r"\n\s*\n", last.strip()) if p.strip()]
+    question = paragraphs[-1] if paragraphs else ""
+    q_words = _words(question, MAX_QUESTION_WORDS)
+    s_words = _words(request.system, MAX_SYSTEM_WORDS)
+    input_tokens = estimate_tokens(request.system) + sum(
+        estimate_tokens(t) + 4 for _, t in request.turns
+    )
+    stripped = last.rstrip()
+    first_word = words[0] if words else ""
+    numeric = {
+        "log_chars": math.log1p(len(last)),
+        "log_tokens": math.log1p(input_tokens),
+        "log_q_chars": math.log1p(len(question)),
+        "turns": float(min(len(request.turns), 50)),
+        "paragraphs": math.log1p(len(paragraphs)),
+        "lines": math.log1p(last.count("\n")),
+        "log_max_tokens": math.log1p(request.max_tokens or 0),
+        "code": 1.0 if _CODE_RE.search(last) else 0.0,
+        "math": 1.0 if _MATH_RE.search(last) else 0.0,
+        "markup": 1.0 if _MARKUP_RE.search(last) else 0.0,
+        "question": 1.0 if stripped.endswith("?") or first_word in _QUESTION_START else 0.0,
+        "digits": sum(ch.isdigit() for ch in last[:4000]) / max(1, min(len(last), 4000)),
+        "has_system": 1.0 if request.system else 0.0,
+        "tools": 1.0 if request.needs_tools else 0.0,
+        "vision": 1.0 if request.needs_vision else 0.0,
+        "json": 1.0 if request.needs_json else 0.0,
+    }
+    tags = [f"script={_script(last)}", f"lang={_language(words)}"]
+    for key in ("tenant", "task"):
+        if key in request.metadata:
+            tags.append(f"{key}={_tag(request.metadata[key])}")
+    namespaces = {
+        "u": tuple(words) + tuple(bigrams),
+        "q": tuple(q_words),
+        "s": tuple(s_words),
+        "t": tuple(tags),
+    }
+    return Context(
+        namespaces=namespaces,
+        numeric=numeric,
+        input_tokens=input_tokens,
+        max_tokens=request.max_tokens,
+        needs_tools=request.needs_tools,
+        needs_vision=request.needs_vision,
+        needs_json=request.needs_json,
+    )
