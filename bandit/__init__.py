@@ -19,14 +19,14 @@ from bandit.policy import EXPLORATIONS, Policy, PolicyConfig
 from bandit.reward import RewardWeights, penalty, reward
 
 __all__ = [
-    "EXPLORATIONS",
-    "FEATURE_VERSION",
     "Action",
     "Catalog",
     "CatalogError",
     "Context",
     "Decision",
+    "EXPLORATIONS",
     "Estimates",
+    "FEATURE_VERSION",
     "ModelSpec",
     "NoEligibleModelError",
     "Policy",
