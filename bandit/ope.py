@@ -294,7 +294,8 @@ def evaluate(
     share: dict[str, float] = {}
     if q_hat is None:
         q_hat = MeanRewardModel.fit(
-            (x.decision.model, _cell(x.decision.context), float(ri)) for x, ri in zip(logs, r)
+            (x.decision.model, _cell(x.decision.context), float(ri))
+            for x, ri in zip(logs, r, strict=True)
         )
     for i, x in enumerate(logs):
         d = x.decision
@@ -304,14 +305,14 @@ def evaluate(
         qs = [q_hat(d, a.model) for a in d.actions]
         q_logged[i] = qs[d.index]
         q_target[i] = float(np.dot(pmf, qs))
-        for a, pa in zip(d.actions, pmf):
+        for a, pa in zip(d.actions, pmf, strict=True):
             share[a.model] = share.get(a.model, 0.0) + pa
     w = p / mu if n else p
     ess = float(w.sum() ** 2 / (w**2).sum()) if n and (w**2).sum() > 0 else 0.0
     extra: dict[str, Estimate] = {}
     for name, values in (outcomes or {}).items():
         keep = [i for i, v in enumerate(values) if v is not None]
-        vals = np.array([float(values[i]) for i in keep], dtype=float)  # type: ignore[arg-type]
+        vals = np.fromiter((float(v) for v in values if v is not None), dtype=np.float64)
         extra[name] = snips(vals, mu[keep], p[keep])
     return Report(
         ips=ips(r, mu, p),

@@ -135,7 +135,7 @@ def synthetic_decisions(n: int, seed: int) -> list[Row]:
     actions = tuple(Action(f"m{i}", f"|a m=m{i}", 0.0, 0.0) for i in range(K))
     pmf = tuple((f"m{i}", 1.0 / K) for i in range(K))
     rows = []
-    for a, r in zip(*uniform_log(n, rng)[:2]):
+    for a, r in zip(*uniform_log(n, rng)[:2], strict=True):
         d = Decision(model=f"m{a}", index=int(a), probability=1.0 / K, pmf=pmf,
                      policy_version="v1", feature_version="f1", weights=RewardWeights(),
                      context=ctx, actions=actions)
