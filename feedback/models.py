@@ -1,0 +1,171 @@
+"""The tables routebandit remembers, as typed SQLAlchemy 2 models.
+
+``decisions`` holds every routing decision with its propensity, pmf, policy and feature
+version, reward weights and the compact context needed to learn from it later;
+``outcomes`` what the upstream call measured; ``feedback`` the scores callers post;
+``learn_log`` and ``checkpoints`` which feedback the saved policy has learned;
+``api_keys`` hashed keys bound to tenants; ``catalog_changes`` models added or removed
+at run time. Changing a table means adding an Alembic revision under ``migrations/``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only auto-increments an ``INTEGER PRIMARY KEY``; PostgreSQL gets a BIGINT.
+SeqInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    user_key: Mapped[str | None] = mapped_column(String(128))
+    task: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # "policy" or "forced"
+    arm: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    probability: Mapped[float] = mapped_column(Float)
+    pmf: Mapped[list[Any]] = mapped_column(JSON)
+    policy_version: Mapped[str] = mapped_column(String(128))
+    feature_version: Mapped[str] = mapped_column(String(16))
+    weights: Mapped[dict[str, float]] = mapped_column(JSON)
+    # Decision.to_dict(): the compact context and the action features the policy saw.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prompt_text: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_decisions_tenant_created", "tenant", "created_at"),)
+
+
+class OutcomeRow(Base):
+    __tablename__ = "outcomes"
+
+    decision_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    tokens_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class FeedbackRow(Base):
+    __tablename__ = "feedback"
+
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    decision_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("decisions.id", ondelete="CASCADE"), unique=True
+    )
+    tenant: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(String(64))
+    # What the reward was computed from, after filling gaps from the outcome/catalog.
+    reward: Mapped[float] = mapped_column(Float)
+    reward_cost_usd: Mapped[float] = mapped_column(Float)
+    reward_latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class CheckpointRow(Base):
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(String(32))
+    policy_version: Mapped[str] = mapped_column(String(128))
+    n_learned: Mapped[int] = mapped_column(BigInteger)
+    last_feedback_seq: Mapped[int | None] = mapped_column(BigInteger)
+    # Older checkpoints keep their row (learn_log points at it) but drop the blob.
+    blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class LearnLogRow(Base):
+    __tablename__ = "learn_log"
+
+    feedback_seq: Mapped[int] = mapped_column(
+        SeqInt, ForeignKey("feedback.seq", ondelete="CASCADE"), primary_key=True
+    )
+    checkpoint_id: Mapped[int] = mapped_column(
+        SeqInt, ForeignKey("checkpoints.id"), index=True
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    tenant: Mapped[str] = mapped_column(String(64))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    label: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CatalogChangeRow(Base):
+    __tablename__ = "catalog_changes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # None: removed
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

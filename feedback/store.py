@@ -1,0 +1,541 @@
+"""``Store``: the one door to the database (SQLite by default, PostgreSQL by URL).
+
+The store is synchronous: the service calls it from worker threads, offline tools
+(training, off-policy evaluation, the CLI) call it directly. On start it runs the
+Alembic migrations to head, so a database made by an older routebandit upgrades in
+place. Driver errors are translated into :class:`~feedback.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from bandit.decision import Decision
+from feedback.errors import FeedbackConflictError, StoreError, UnknownDecisionError
+from feedback.models import (
+    ApiKeyRow,
+    CatalogChangeRow,
+    CheckpointRow,
+    DecisionRow,
+    FeedbackRow,
+    LearnLogRow,
+    OutcomeRow,
+    utcnow,
+)
+from feedback.records import (
+    ApiKeyRecord,
+    Checkpoint,
+    DecisionRecord,
+    FeedbackInput,
+    FeedbackRecord,
+    FeedbackResult,
+    LearnItem,
+    LoggedExample,
+    OutcomeRecord,
+    PendingDecision,
+)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    # WAL: readers never block the writer; NORMAL: a commit survives a process crash
+    # (not a power cut) without an fsync per transaction.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _make_engine(url: str) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        memory = u.database in (None, "", ":memory:")
+        if not memory:
+            Path(str(u.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            u,
+            connect_args={"check_same_thread": False, "timeout": 10},
+            **({"poolclass": StaticPool} if memory else {"pool_size": 8, "max_overflow": 8}),
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=8)
+
+
+@dataclass
+class BatchResult:
+    """Per-operation results of :meth:`Store.write_batch`, in the order given."""
+
+    outcomes: list[bool | StoreError] = field(default_factory=list)
+    feedback: list[FeedbackResult | StoreError] = field(default_factory=list)
+
+
+class Store:
+    """Decisions, outcomes, feedback, learner checkpoints, API keys.
+
+    >>> store = Store("sqlite://")
+    >>> store.current_revision() == store.head_revision()
+    True
+    >>> store.close()
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            self.engine = _make_engine(url)
+        except (SQLAlchemyError, ValueError, ImportError) as exc:
+            raise StoreError(f"database_url: cannot open {_redact(url)}: {exc}") from exc
+        self.dialect = self.engine.dialect.name
+        if migrate:
+            self.upgrade()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ----------------------------------------------------------------------
+    def _alembic(self) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        return cfg
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Migrate the schema to ``revision`` (default: the newest)."""
+        cfg = self._alembic()
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database_url: cannot migrate {_redact(self.url)}: {exc}") from exc
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic()).get_current_head()
+
+    def ping(self) -> None:
+        with self._conn() as conn:
+            conn.execute(select(1))
+
+    @contextmanager
+    def _conn(self, *, write: bool = False) -> Iterator[Connection]:
+        try:
+            if write:
+                with self.engine.begin() as conn:
+                    yield conn
+            else:
+                with self.engine.connect() as conn:
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    # -- writes ----------------------------------------------------------------------
+    def record_decision(
+        self,
+        *,
+        decision_id: str,
+        decision: Decision,
+        tenant: str,
+        user_key: str | None = None,
+        kind: str = "policy",
+        arm: str | None = None,
+        prompt_text: str | None = None,
+        task: str | None = None,
+        created_at: datetime | None = None,
+    ) -> None:
+        self.write_batch(
+            decisions=[
+                PendingDecision(
+                    decision_id=decision_id, decision=decision, tenant=tenant,
+                    created_at=created_at or utcnow(), user_key=user_key, task=task,
+                    kind=kind, arm=arm, prompt_text=prompt_text,
+                )
+            ]
+        )
+
+    def record_outcome(
+        self,
+        *,
+        decision_id: str,
+        latency_ms: float | None = None,
+        ttft_ms: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        tokens_estimated: bool = False,
+        cost_usd: float | None = None,
+        status: str = "ok",
+        error: str | None = None,
+    ) -> bool:
+        """Store what the call measured; ``False`` when an outcome was already stored."""
+        out = OutcomeRecord(
+            decision_id=decision_id, created_at=utcnow(), latency_ms=latency_ms,
+            ttft_ms=ttft_ms, input_tokens=input_tokens, output_tokens=output_tokens,
+            tokens_estimated=tokens_estimated, cost_usd=cost_usd, status=status, error=error,
+        )
+        result = self.write_batch(outcomes=[out]).outcomes[0]
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    def record_feedback(
+        self,
+        *,
+        decision_id: str,
+        tenant: str,
+        score: float,
+        reward: float,
+        reward_cost_usd: float,
+        reward_latency_ms: float,
+        latency_ms: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cost_usd: float | None = None,
+        source: str | None = None,
+    ) -> FeedbackResult:
+        """Store feedback once per decision (idempotent).
+
+        The same feedback again returns the stored result with ``duplicate=True``;
+        different values raise :class:`FeedbackConflictError`, a decision unknown to
+        ``tenant`` raises :class:`UnknownDecisionError`.
+        """
+        fb = FeedbackInput(
+            decision_id=decision_id, tenant=tenant, score=score, reward=reward,
+            reward_cost_usd=reward_cost_usd, reward_latency_ms=reward_latency_ms,
+            latency_ms=latency_ms, input_tokens=input_tokens, output_tokens=output_tokens,
+            cost_usd=cost_usd, source=source,
+        )
+        result = self.write_batch(feedback=[fb]).feedback[0]
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    def write_batch(
+        self,
+        *,
+        decisions: Sequence[PendingDecision] = (),
+        outcomes: Sequence[OutcomeRecord] = (),
+        feedback: Sequence[FeedbackInput] = (),
+    ) -> BatchResult:
+        """Write decisions, then outcomes, then feedback in ONE transaction.
+
+        This is the group commit the service's writer uses: many requests share one
+        commit. Per-operation client errors (unknown decision, conflicting feedback)
+        are returned in place; a database failure raises and nothing is written.
+        """
+        result = BatchResult()
+        with self._conn(write=True) as conn:
+            if decisions:
+                conn.execute(self._insert(DecisionRow), [_decision_values(d) for d in decisions])
+            for out in outcomes:
+                result.outcomes.append(self._outcome_one(conn, out))
+            for fb in feedback:
+                result.feedback.append(self._feedback_one(conn, fb))
+        return result
+
+    def _outcome_one(self, conn: Connection, out: OutcomeRecord) -> bool | StoreError:
+        exists = conn.execute(
+            select(DecisionRow.id).where(DecisionRow.id == out.decision_id)
+        ).first()
+        if exists is None:
+            return UnknownDecisionError(out.decision_id)
+        stmt = self._insert(OutcomeRow).values(
+            decision_id=out.decision_id, created_at=out.created_at, latency_ms=out.latency_ms,
+            ttft_ms=out.ttft_ms, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
+            tokens_estimated=out.tokens_estimated, cost_usd=out.cost_usd, status=out.status,
+            error=out.error,
+        ).on_conflict_do_nothing(index_elements=["decision_id"])
+        return bool(conn.execute(stmt).rowcount)
+
+    def _feedback_one(self, conn: Connection, fb: FeedbackInput) -> FeedbackResult | StoreError:
+        owner = conn.execute(
+            select(DecisionRow.tenant).where(DecisionRow.id == fb.decision_id)
+        ).scalar_one_or_none()
+        if owner is None or owner != fb.tenant:
+            return UnknownDecisionError(fb.decision_id)
+        now = utcnow()
+        values = {
+            "decision_id": fb.decision_id, "tenant": fb.tenant, "created_at": now,
+            "score": fb.score, "latency_ms": fb.latency_ms, "input_tokens": fb.input_tokens,
+            "output_tokens": fb.output_tokens, "cost_usd": fb.cost_usd, "source": fb.source,
+            "reward": fb.reward, "reward_cost_usd": fb.reward_cost_usd,
+            "reward_latency_ms": fb.reward_latency_ms,
+        }
+        stmt = (
+            self._insert(FeedbackRow)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["decision_id"])
+            .returning(FeedbackRow.seq)
+        )
+        seq = conn.execute(stmt).scalar_one_or_none()
+        if seq is not None:
+            return FeedbackResult(FeedbackRecord(seq=seq, **values), duplicate=False)
+        row = conn.execute(
+            select(FeedbackRow).where(FeedbackRow.decision_id == fb.decision_id)
+        ).one()
+        stored = _feedback_record(row._mapping)
+        for name in FeedbackInput.IDENTITY:
+            if not _same(getattr(stored, name), getattr(fb, name)):
+                return FeedbackConflictError(fb.decision_id, name)
+        return FeedbackResult(stored, duplicate=True)
+
+    # -- reads -----------------------------------------------------------------------
+    def get_decision(self, decision_id: str, *, tenant: str | None = None) -> DecisionRecord | None:
+        """The decision with its outcome and feedback; ``None`` if unknown to ``tenant``."""
+        stmt = select(DecisionRow).where(DecisionRow.id == decision_id)
+        if tenant is not None:
+            stmt = stmt.where(DecisionRow.tenant == tenant)
+        with self._conn() as conn:
+            row = conn.execute(stmt).first()
+            if row is None:
+                return None
+            out = conn.execute(select(OutcomeRow).where(OutcomeRow.decision_id == decision_id))
+            fb = conn.execute(select(FeedbackRow).where(FeedbackRow.decision_id == decision_id))
+            out_row, fb_row = out.first(), fb.first()
+        d = row._mapping
+        return DecisionRecord(
+            decision_id=d["id"], created_at=d["created_at"], tenant=d["tenant"],
+            user_key=d["user_key"], task=d["task"], kind=d["kind"], arm=d["arm"],
+            decision=Decision.from_dict(d["payload"]), prompt_text=d["prompt_text"],
+            outcome=None if out_row is None else _outcome_record(out_row._mapping),
+            feedback=None if fb_row is None else _feedback_record(fb_row._mapping),
+        )
+
+    def logged(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        tenant: str | None = None,
+        kind: str | None = None,
+    ) -> Iterator[LoggedExample]:
+        """Decisions with feedback, oldest first; ``since`` <= decision time < ``until``.
+
+        Streams in chunks, so it is safe on large logs. Filter ``kind="policy"`` for
+        off-policy evaluation: forced (pass-through) decisions carry probability 1.
+        """
+        stmt = (
+            select(
+                DecisionRow.id, DecisionRow.payload, DecisionRow.created_at, DecisionRow.kind,
+                DecisionRow.tenant, FeedbackRow.seq, FeedbackRow.reward, FeedbackRow.score,
+                FeedbackRow.reward_cost_usd, FeedbackRow.reward_latency_ms,
+            )
+            .join(FeedbackRow, FeedbackRow.decision_id == DecisionRow.id)
+            .order_by(DecisionRow.created_at, DecisionRow.id)
+        )
+        if since is not None:
+            stmt = stmt.where(DecisionRow.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(DecisionRow.created_at < until)
+        if tenant is not None:
+            stmt = stmt.where(DecisionRow.tenant == tenant)
+        if kind is not None:
+            stmt = stmt.where(DecisionRow.kind == kind)
+        with self._conn() as conn:
+            for row in conn.execution_options(yield_per=500).execute(stmt):
+                yield LoggedExample(
+                    decision_id=row.id, decision=Decision.from_dict(row.payload),
+                    reward=row.reward, quality=row.score, cost_usd=row.reward_cost_usd,
+                    latency_ms=row.reward_latency_ms, created_at=row.created_at,
+                    kind=row.kind, tenant=row.tenant, feedback_seq=row.seq,
+                )
+
+    def count(self, what: str) -> int:
+        """Rows in ``decisions``, ``feedback``, ``outcomes`` or ``learn_log``."""
+        table = {"decisions": DecisionRow, "feedback": FeedbackRow, "outcomes": OutcomeRow,
+                 "learn_log": LearnLogRow}[what]
+        with self._conn() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    # -- learning bookkeeping ----------------------------------------------------------
+    def unlearned(self, *, include_forced: bool = True) -> Iterator[LearnItem]:
+        """Feedback no checkpoint has learned yet, in feedback order."""
+        stmt = (
+            select(
+                FeedbackRow.seq, FeedbackRow.reward, DecisionRow.payload, DecisionRow.kind,
+                func.coalesce(FeedbackRow.input_tokens, OutcomeRow.input_tokens).label("it"),
+                func.coalesce(FeedbackRow.output_tokens, OutcomeRow.output_tokens).label("ot"),
+                func.coalesce(FeedbackRow.cost_usd, OutcomeRow.cost_usd).label("cost"),
+                func.coalesce(FeedbackRow.latency_ms, OutcomeRow.latency_ms).label("lat"),
+            )
+            .join(DecisionRow, DecisionRow.id == FeedbackRow.decision_id)
+            .outerjoin(OutcomeRow, OutcomeRow.decision_id == FeedbackRow.decision_id)
+            .outerjoin(LearnLogRow, LearnLogRow.feedback_seq == FeedbackRow.seq)
+            .where(LearnLogRow.feedback_seq.is_(None))
+            .order_by(FeedbackRow.seq)
+        )
+        with self._conn() as conn:
+            for row in conn.execution_options(yield_per=500).execute(stmt):
+                yield LearnItem(
+                    seq=row.seq, decision=Decision.from_dict(row.payload), reward=row.reward,
+                    outcome={"input_tokens": row.it, "output_tokens": row.ot,
+                             "cost_usd": row.cost, "latency_ms": row.lat},
+                    kind=row.kind,
+                )
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        stmt = (
+            select(CheckpointRow).where(CheckpointRow.blob.is_not(None))
+            .order_by(CheckpointRow.id.desc()).limit(1)
+        )
+        with self._conn() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else Checkpoint(**row._mapping)
+
+    def save_checkpoint(
+        self,
+        *,
+        blob: bytes,
+        policy_version: str,
+        n_learned: int,
+        learned: Sequence[tuple[int, str | None]] = (),
+        reason: str = "periodic",
+        keep: int = 3,
+    ) -> Checkpoint:
+        """Save a policy and mark ``learned`` (feedback seq, error or None) as in it.
+
+        Both happen in one transaction: after a crash, exactly the feedback without a
+        learn_log row is what the last checkpoint has not learned.
+        """
+        now = utcnow()
+        last = max((seq for seq, _ in learned), default=None)
+        with self._conn(write=True) as conn:
+            cid = conn.execute(
+                self._insert(CheckpointRow).values(
+                    created_at=now, reason=reason, policy_version=policy_version,
+                    n_learned=n_learned, last_feedback_seq=last, blob=blob,
+                ).returning(CheckpointRow.id)
+            ).scalar_one()
+            if learned:
+                conn.execute(
+                    self._insert(LearnLogRow),
+                    [{"feedback_seq": s, "checkpoint_id": cid, "error": e} for s, e in learned],
+                )
+            if keep > 0:
+                old = select(CheckpointRow.id).where(CheckpointRow.blob.is_not(None))
+                old = old.order_by(CheckpointRow.id.desc()).offset(keep)
+                ids = [r[0] for r in conn.execute(old)]
+                if ids:
+                    conn.execute(
+                        update(CheckpointRow).where(CheckpointRow.id.in_(ids)).values(blob=None)
+                    )
+        return Checkpoint(id=cid, created_at=now, reason=reason, policy_version=policy_version,
+                          n_learned=n_learned, last_feedback_seq=last, blob=blob)
+
+    # -- API keys --------------------------------------------------------------------
+    def add_api_key(
+        self, *, key_hash: str, prefix: str, tenant: str, admin: bool, label: str | None = None
+    ) -> ApiKeyRecord:
+        now = utcnow()
+        with self._conn(write=True) as conn:
+            kid = conn.execute(
+                self._insert(ApiKeyRow).values(
+                    key_hash=key_hash, prefix=prefix, tenant=tenant, admin=admin, label=label,
+                    created_at=now,
+                ).returning(ApiKeyRow.id)
+            ).scalar_one()
+        return ApiKeyRecord(id=kid, prefix=prefix, tenant=tenant, admin=admin, label=label,
+                            created_at=now)
+
+    def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """The active key with this hash (revoked keys are not found)."""
+        stmt = select(ApiKeyRow).where(
+            ApiKeyRow.key_hash == key_hash, ApiKeyRow.revoked_at.is_(None)
+        )
+        with self._conn() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else _key_record(row._mapping)
+
+    def api_keys(self) -> list[ApiKeyRecord]:
+        with self._conn() as conn:
+            rows = conn.execute(select(ApiKeyRow).order_by(ApiKeyRow.id)).all()
+        return [_key_record(r._mapping) for r in rows]
+
+    def count_api_keys(self) -> int:
+        stmt = select(func.count()).select_from(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))
+        with self._conn() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def revoke_api_key(self, prefix: str) -> bool:
+        with self._conn(write=True) as conn:
+            res = conn.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.prefix == prefix, ApiKeyRow.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return bool(res.rowcount)
+
+    # -- run-time catalog changes ------------------------------------------------------
+    def catalog_changes(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """Models added (spec) or removed (None) at run time, oldest change first."""
+        stmt = select(CatalogChangeRow).order_by(CatalogChangeRow.updated_at)
+        with self._conn() as conn:
+            return [(r.name, r.spec) for r in conn.execute(stmt)]
+
+    def set_catalog_change(self, name: str, spec: Mapping[str, Any] | None) -> None:
+        with self._conn(write=True) as conn:
+            conn.execute(delete(CatalogChangeRow).where(CatalogChangeRow.name == name))
+            conn.execute(
+                self._insert(CatalogChangeRow).values(
+                    name=name, spec=None if spec is None else dict(spec), updated_at=utcnow()
+                )
+            )
+
+
+def _decision_values(p: PendingDecision) -> dict[str, Any]:
+    d = p.decision
+    return {
+        "id": p.decision_id, "created_at": p.created_at, "tenant": p.tenant,
+        "user_key": p.user_key, "task": p.task, "kind": p.kind, "arm": p.arm,
+        "model": d.model, "probability": d.probability, "pmf": [[m, q] for m, q in d.pmf],
+        "policy_version": d.policy_version, "feature_version": d.feature_version,
+        "weights": d.weights.to_dict(), "payload": d.to_dict(), "prompt_text": p.prompt_text,
+    }
+
+
+def _outcome_record(m: Mapping[str, Any]) -> OutcomeRecord:
+    return OutcomeRecord(**m)
+
+
+def _feedback_record(m: Mapping[str, Any]) -> FeedbackRecord:
+    return FeedbackRecord(**m)
+
+
+def _key_record(m: Mapping[str, Any]) -> ApiKeyRecord:
+    return ApiKeyRecord(**{k: v for k, v in m.items() if k != "key_hash"})
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return math.isclose(a, float(b), rel_tol=1e-12, abs_tol=1e-15)
+    return bool(a == b)
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show nothing of it
+        return "<unparsable URL>"
