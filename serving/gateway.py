@@ -1,0 +1,578 @@
+"""The OpenAI-compatible gateway: route, forward, fail over, measure, record.
+
+One :class:`Gateway` serves ``POST /v1/chat/completions``. ``model: "auto"`` (or
+``"auto:<profile>"``) asks the router for a decision; a catalog model name passes
+straight through and is logged as a non-policy decision. Every upstream call becomes an
+outcome of its decision (latency, time to first token, tokens, cost, status), recorded
+off the response path; a failed call is an outcome too, so the policy learns it.
+
+Failover walks the decision's ranking on connect errors, timeouts, 429 and 5xx, within a
+total deadline and a bounded number of attempts; each extra attempt is its own
+non-policy decision (kind ``failover``) so the policy's logged propensities stay honest.
+Cascade mode tries the cheapest eligible model first and escalates while the answer
+fails a check (:mod:`serving.checks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from bandit.catalog import Catalog, ModelSpec
+from bandit.constraints import eligible_models
+from bandit.decision import Decision
+from bandit.errors import NoEligibleModelError, RequestError, RouteBanditError
+from bandit.features import estimate_tokens, featurize, parse_request
+from serving.cache import CachedAnswer, ResponseCache, cache_key
+from serving.checks import answer_problem, completion_problem, wants_json
+from serving.cooldown import Cooldown
+from serving.upstream import Upstream, UpstreamError, UpstreamStatusError
+
+log = logging.getLogger("routebandit.gateway")
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """What the gateway asks the router: the request's routing-relevant fields."""
+
+    messages: Sequence[Mapping[str, Any]]
+    max_tokens: int | None = None
+    tools: Sequence[Any] | None = None
+    response_format: Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = None
+    profile: str | None = None
+    weights: Mapping[str, float] | None = None
+    allow: tuple[str, ...] | None = None
+    force_model: str | None = None
+    kind: str = "policy"  # policy | passthrough | failover | cascade
+    tenant: str | None = None
+    user_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one upstream call did, as stored for its decision."""
+
+    model: str
+    latency_ms: float
+    ttft_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    tokens_estimated: bool
+    cost_usd: float
+    status: str  # ok | error | rejected | client_error | cancelled
+    error: str | None = None
+
+
+class Router(Protocol):
+    """The decision service as the gateway sees it."""
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+    @property
+    def profiles(self) -> Sequence[str]: ...
+
+    async def route(self, request: RouteRequest) -> tuple[str, Decision]: ...
+
+    async def record_outcome(self, decision_id: str, outcome: Outcome) -> None: ...
+
+    async def default_quality(self, decision_id: str, quality: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Reliability knobs (the app builds this from its settings)."""
+
+    max_attempts: int = 3
+    deadline_s: float = 60.0
+    cooldown_failures: int = 3
+    cooldown_s: float = 30.0
+    cascade_profiles: frozenset[str] = frozenset()
+    cache: bool = False
+    cache_max_entries: int = 1024
+    cache_ttl_s: float = 3600.0
+    default_quality: float | None = None
+    default_quality_delay_s: float = 600.0
+
+
+class GatewayError(RouteBanditError):
+    """An error for the client, in OpenAI's terms (status, type, code, param)."""
+
+    def __init__(self, message: str, *, status_code: int, type: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"message": str(self), "type": self.type, "param": self.param,
+                          "code": self.code}}
+
+
+class UpstreamRejected(RouteBanditError):
+    """The upstream refused the request itself (a 4xx other than 429): passed back as is."""
+
+    def __init__(self, exc: UpstreamStatusError, headers: Mapping[str, str]) -> None:
+        super().__init__(str(exc))
+        self.status_code = exc.status_code
+        self.body = exc.body
+        self.headers = {**exc.headers, **headers}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A complete JSON answer for the client."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StreamAnswer:
+    """A streamed answer: SSE events (each ending in a blank line) for the client."""
+
+    events: AsyncIterator[bytes]
+    headers: dict[str, str]
+
+
+@dataclass
+class _Call:
+    """One attempt: the decision, the model, and the measurements taken so far."""
+
+    decision_id: str
+    spec: ModelSpec
+    started: float
+    first_token: float | None = None
+    usage: Mapping[str, Any] | None = None
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    refusal: str | None = None
+    tool_calls: bool = False
+    messages: Sequence[Mapping[str, Any]] = ()
+    deferred: bool = False  # cascade: the caller records once the answer is checked
+    status: str | None = None
+    error: str | None = None
+
+    def prompt_estimate(self) -> int:
+        total = 0
+        for msg in self.messages:
+            content = msg.get("content") if isinstance(msg, Mapping) else None
+            if isinstance(content, list):
+                content = " ".join(p.get("text", "") for p in content
+                                   if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+            total += 4 + estimate_tokens(content if isinstance(content, str) else "")
+        return total
+
+
+def _headers(decision_id: str, model: str, **extra: str) -> dict[str, str]:
+    return {"x-routebandit-decision-id": decision_id, "x-routebandit-model": model, **extra}
+
+
+class Gateway:
+    """Serves Chat Completions through the router (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        upstream: Upstream,
+        config: GatewayConfig | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        cooldown: Cooldown | None = None,
+    ) -> None:
+        self.router = router
+        self.upstream = upstream
+        self.config = config or GatewayConfig()
+        self._clock = clock
+        self.cooldown = cooldown or Cooldown(failures=self.config.cooldown_failures,
+                                             seconds=self.config.cooldown_s)
+        self.cache = (ResponseCache(max_entries=self.config.cache_max_entries,
+                                    ttl_s=self.config.cache_ttl_s)
+                      if self.config.cache else None)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A background record must not take the server down; it must not vanish either.
+            log.error("gateway background task failed", exc_info=task.exception())
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait for pending outcome records (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+
+    async def aclose(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        await self.drain()
+
+    # -- the endpoint ----------------------------------------------------------------
+    async def chat(
+        self, body: Mapping[str, Any], *, tenant: str | None = None,
+        user_key: str | None = None,
+    ) -> Answer | StreamAnswer:
+        """Answer one Chat Completions request (raises GatewayError / UpstreamRejected)."""
+        started = self._clock()
+        request = dict(body)
+        ext = request.pop("routebandit", None) or {}
+        if not isinstance(ext, Mapping):
+            raise GatewayError("routebandit: must be an object", status_code=400,
+                               param="routebandit")
+        requested = request.get("model")
+        if not isinstance(requested, str) or not requested:
+            raise GatewayError("you must provide a model parameter", status_code=400,
+                               param="model", code="missing_model")
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError("messages: must be a non-empty list", status_code=400,
+                               param="messages")
+        catalog = self.router.catalog
+        profile, forced = self._resolve(requested, catalog)
+        stream = bool(request.get("stream"))
+        cascade = forced is None and (
+            bool(ext.get("cascade")) or (profile in self.config.cascade_profiles)
+        )
+        key = cache_key(request) if self.cache is not None else None
+        if key is not None and self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return Answer(hit.body, _headers(hit.decision_id, hit.model,
+                                                 **{"x-routebandit-cache": "hit"}))
+        max_tokens = request.get("max_completion_tokens", request.get("max_tokens"))
+        base = RouteRequest(
+            messages=messages,
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            tools=request.get("tools") or request.get("functions"),
+            response_format=request.get("response_format"),
+            metadata=ext.get("metadata") if isinstance(ext.get("metadata"), Mapping) else None,
+            profile=profile,
+            weights=ext.get("weights"),
+            allow=tuple(ext["models"]) if isinstance(ext.get("models"), list) else None,
+            tenant=tenant,
+            user_key=user_key,
+        )
+        try:
+            if forced is not None:
+                first = await self.router.route(
+                    replace(base, force_model=forced, kind="passthrough", allow=None))
+                plan = [forced]
+                kind = "passthrough"
+            elif cascade:
+                first = None
+                plan = self._cascade_plan(base, catalog)
+                kind = "cascade"
+            else:
+                allow = self.cooldown.allowed(base.allow or catalog.names)
+                first = await self.router.route(
+                    replace(base, allow=tuple(allow) if allow else base.allow))
+                chosen = first[1].model
+                plan = [chosen] + [m for m, _ in first[1].ranking
+                                   if m != chosen and self.cooldown.available(m)]
+                kind = "failover"
+        except NoEligibleModelError as exc:
+            raise GatewayError(str(exc), status_code=400, code="no_eligible_model") from exc
+        except RequestError as exc:
+            raise GatewayError(str(exc), status_code=400) from exc
+        return await self._attempts(request, base, plan, first, kind=kind, cascade=cascade,
+                                    stream=stream, started=started, cache_key=key)
+
+    def _resolve(self, requested: str, catalog: Catalog) -> tuple[str | None, str | None]:
+        if requested == AUTO:
+            return None, None
+        if requested.startswith(AUTO + ":"):
+            profile = requested[len(AUTO) + 1 :]
+            if profile not in self.router.profiles:
+                raise GatewayError(
+                    f"The model `{requested}` does not exist: no reward profile {profile!r} "
+                    f"(profiles: {', '.join(self.router.profiles) or 'none'})",
+                    status_code=404, code="model_not_found", param="model")
+            return profile, None
+        if requested in catalog:
+            return None, requested
+        raise GatewayError(
+            f"The model `{requested}` does not exist (use `auto`, `auto:<profile>` or one of: "
+            f"{', '.join(catalog.names)})",
+            status_code=404, code="model_not_found", param="model")
+
+    def _cascade_plan(self, base: RouteRequest, catalog: Catalog) -> list[str]:
+        ctx = featurize(parse_request(
+            messages=base.messages, max_tokens=base.max_tokens, tools=base.tools,
+            response_format=base.response_format))
+        specs = eligible_models(catalog, ctx, allow=base.allow)
+        out_tokens = min(256, base.max_tokens or 256)
+
+        def price(spec: ModelSpec) -> float:
+            return spec.call_cost_usd(input_tokens=ctx.input_tokens, output_tokens=out_tokens)
+
+        ordered = sorted(specs, key=price)  # stable: catalog order breaks ties
+        usable = [s.name for s in ordered if self.cooldown.available(s.name)]
+        return usable or [s.name for s in ordered]
+
+    # -- attempts --------------------------------------------------------------------
+    async def _attempts(
+        self, request: dict[str, Any], base: RouteRequest, plan: list[str],
+        first: tuple[str, Decision] | None, *, kind: str, cascade: bool, stream: bool,
+        started: float, cache_key: str | None,
+    ) -> Answer | StreamAnswer:
+        deadline = started + self.config.deadline_s
+        plan = plan[: max(1, self.config.max_attempts)]
+        catalog = self.router.catalog
+        json_expected = wants_json(request)
+        client_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        last_error: UpstreamError | None = None
+        rejected: str | None = None
+        for i, model in enumerate(plan):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            if i == 0 and first is not None:
+                decision_id = first[0]
+                self.cooldown.begin(model)
+            else:
+                if not self.cooldown.begin(model) and i > 0:
+                    continue
+                decision_id, _ = await self.router.route(
+                    replace(base, force_model=model, kind=kind, allow=None))
+            spec = catalog.get(model)
+            payload = dict(request)
+            payload["model"] = spec.wire_name
+            if stream:
+                payload["stream_options"] = {**(request.get("stream_options") or {}),
+                                             "include_usage": True}
+            last = i == len(plan) - 1
+            call = _Call(decision_id=decision_id, spec=spec, started=self._clock(),
+                         messages=base.messages, deferred=stream and cascade and not last)
+            try:
+                if stream:
+                    relay = await self._open_stream(call, payload, remaining, client_usage)
+                    if not cascade or last:
+                        return relay
+                    # Checking a streamed answer needs all of it: collect, check, replay.
+                    events = [e async for e in relay.events]
+                    if call.status != "ok":
+                        self._record(call, call.status or "error", call.error)
+                        continue
+                    problem = self._stream_problem(call, json_expected)
+                    if problem is None:
+                        self._record(call, "ok", None)
+                        return StreamAnswer(_replay(events), relay.headers)
+                    self._record(call, "rejected", f"cascade check: {problem}")
+                    rejected = problem
+                    continue
+                completion = await self.upstream.complete(spec, payload, within=remaining)
+            except UpstreamStatusError as exc:
+                if not exc.retryable:
+                    self.cooldown.release(model)
+                    self._record(call, "client_error", f"{exc.kind}: {exc}")
+                    raise UpstreamRejected(exc, _headers(decision_id, model)) from exc
+                last_error = exc
+                self._failed(call, exc)
+                continue
+            except UpstreamError as exc:
+                last_error = exc
+                self._failed(call, exc)
+                continue
+            self.cooldown.success(model)
+            body = completion.body
+            self._measure_body(call, body, request)
+            problem = completion_problem(body, json_expected=json_expected) if cascade else None
+            if problem is not None and not last:
+                self._record(call, "rejected", f"cascade check: {problem}")
+                rejected = problem
+                continue
+            self._record(call, "ok", None)
+            body["model"] = model
+            out = json.dumps(body, separators=(",", ":")).encode()
+            if cache_key is not None and self.cache is not None:
+                self.cache.put(cache_key, CachedAnswer(out, model, decision_id))
+            return Answer(out, _headers(decision_id, model, **{
+                "x-routebandit-attempts": str(i + 1)}))
+        raise self._exhausted(last_error, rejected)
+
+    def _exhausted(self, last: UpstreamError | None, rejected: str | None) -> GatewayError:
+        if last is None:
+            return GatewayError(
+                "no upstream model could be tried before the deadline"
+                + (f" (last cascade check failed: {rejected})" if rejected else ""),
+                status_code=504, type="server_error", code="deadline_exceeded")
+        if isinstance(last, UpstreamStatusError) and last.status_code == 429:
+            return GatewayError(f"every upstream model is rate limited; last: {last}",
+                                status_code=429, type="rate_limit_error",
+                                code="rate_limit_exceeded", headers=last.headers)
+        status = 504 if last.kind == "timeout" else 502
+        return GatewayError(f"every upstream model failed; last: {last}", status_code=status,
+                            type="server_error", code=f"upstream_{last.kind}")
+
+    def _failed(self, call: _Call, exc: UpstreamError) -> None:
+        self.cooldown.failure(call.spec.name)
+        self._record(call, "error", f"{exc.kind}: {exc}")
+
+    # -- streaming -------------------------------------------------------------------
+    async def _open_stream(self, call: _Call, payload: dict[str, Any], within: float,
+                           client_usage: bool) -> StreamAnswer:
+        """Open the upstream stream and read its first event before answering, so a
+        failure that early can still fail over and the headers can name the model."""
+        stack = AsyncExitStack()
+        try:
+            raw = await stack.enter_async_context(
+                self.upstream.stream(call.spec, payload, within=within))
+            first = await raw.__anext__()
+        except StopAsyncIteration:
+            await stack.aclose()
+            return StreamAnswer(_replay([]), _headers(call.decision_id, call.spec.name))
+        except BaseException:
+            await stack.aclose()
+            raise
+        self.cooldown.success(call.spec.name)
+        return StreamAnswer(self._relay(call, first, raw, stack, client_usage),
+                            _headers(call.decision_id, call.spec.name))
+
+    async def _relay(self, call: _Call, first: bytes, raw: AsyncIterator[bytes],
+                     stack: AsyncExitStack, client_usage: bool) -> AsyncIterator[bytes]:
+        status, error = "cancelled", "the client went away mid-stream"
+        try:
+            event: bytes | None = first
+            while event is not None:
+                out = self._rewrite(call, event, client_usage)
+                if out is not None:
+                    yield out
+                try:
+                    event = await raw.__anext__()
+                except StopAsyncIteration:
+                    event = None
+            status, error = "ok", None
+        except UpstreamError as exc:
+            status, error = "error", f"{exc.kind}: {exc}"
+            self.cooldown.failure(call.spec.name)
+            # The client already has part of the answer: close the stream with an error
+            # event in OpenAI's format rather than pretending it ended normally.
+            yield _sse({"error": {"message": str(exc), "type": "server_error",
+                                  "param": None, "code": f"upstream_{exc.kind}"}})
+        finally:
+            # Under cancellation every await here would raise again: hand the closing and
+            # the recording to a fresh task.
+            call.status, call.error = status, error
+            if not call.deferred:
+                self._record(call, status, error)
+            self._spawn(stack.aclose())
+
+    def _rewrite(self, call: _Call, event: bytes, client_usage: bool) -> bytes | None:
+        if not event.startswith(b"data:"):
+            return event + b"\n\n"
+        data = event[5:].strip()
+        if data == b"[DONE]":
+            return b"data: [DONE]\n\n"
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            return event + b"\n\n"
+        if not isinstance(chunk, dict):
+            return event + b"\n\n"
+        usage = chunk.get("usage")
+        if usage:
+            call.usage = usage
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                call.text.append(content)
+            if delta.get("tool_calls") or delta.get("function_call"):
+                call.tool_calls = True
+            if delta.get("refusal"):
+                call.refusal = (call.refusal or "") + delta["refusal"]
+            if choice.get("finish_reason"):
+                call.finish_reason = choice["finish_reason"]
+            if call.first_token is None and (content or call.tool_calls or call.refusal):
+                call.first_token = self._clock()
+        if not client_usage:
+            if "usage" in chunk:
+                if not chunk.get("choices"):
+                    return None  # the usage-only chunk the client did not ask for
+                del chunk["usage"]
+        chunk["model"] = call.spec.name
+        return _sse(chunk)
+
+    def _stream_problem(self, call: _Call, json_expected: bool) -> str | None:
+        return answer_problem(content="".join(call.text), finish_reason=call.finish_reason,
+                              refusal=call.refusal, tool_calls=call.tool_calls,
+                              json_expected=json_expected)
+
+    # -- measuring -------------------------------------------------------------------
+    def _measure_body(self, call: _Call, body: Mapping[str, Any],
+                      request: Mapping[str, Any]) -> None:
+        call.usage = body.get("usage") if isinstance(body.get("usage"), Mapping) else None
+        for choice in body.get("choices") or ():
+            msg = choice.get("message") or {}
+            if isinstance(msg.get("content"), str):
+                call.text.append(msg["content"])
+        call.first_token = self._clock()
+
+    def _record(self, call: _Call, status: str, error: str | None) -> None:
+        now = self._clock()
+        usage = call.usage or {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        estimated = not (isinstance(prompt, int) and isinstance(completion, int))
+        if estimated:
+            # No usage from the upstream: estimate, and say so in the outcome row.
+            sent = status in ("ok", "rejected", "cancelled")
+            prompt = call.prompt_estimate() if sent else 0
+            completion = estimate_tokens("".join(call.text))
+        assert isinstance(prompt, int) and isinstance(completion, int)
+        cost = call.spec.call_cost_usd(input_tokens=prompt, output_tokens=completion)
+        outcome = Outcome(
+            model=call.spec.name,
+            latency_ms=(now - call.started) * 1000.0,
+            ttft_ms=None if call.first_token is None else (call.first_token - call.started)
+            * 1000.0,
+            input_tokens=prompt,
+            output_tokens=completion,
+            tokens_estimated=estimated,
+            cost_usd=cost,
+            status=status,
+            error=error,
+        )
+        self._spawn(self.router.record_outcome(call.decision_id, outcome))
+        if status == "ok" and self.config.default_quality is not None:
+            self._schedule_default(call.decision_id, self.config.default_quality)
+
+    def _schedule_default(self, decision_id: str, quality: float) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._spawn(self.router.default_quality(decision_id, quality))
+
+        handle = loop.call_later(self.config.default_quality_delay_s, fire)
+        self._timers.add(handle)
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _replay(events: list[bytes]) -> AsyncIterator[bytes]:
+    for e in events:
+        yield e

@@ -1,0 +1,247 @@
+"""The upstream client: one httpx.AsyncClient speaking OpenAI's Chat Completions protocol.
+
+Every model in the catalog names an OpenAI-compatible ``base_url`` and the environment
+variable holding its key (``api_key_env``). httpx's exceptions are translated into the
+:class:`UpstreamError` family here, and only here, so the gateway reasons about
+"connect error", "timeout", "status 503" or "broken stream" without knowing httpx.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bandit.catalog import ModelSpec
+from bandit.errors import RouteBanditError
+
+# Statuses after which another model may well succeed: rate limits and server faults.
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+
+
+class UpstreamError(RouteBanditError):
+    """A call to an upstream model failed; ``retryable`` says whether failover may help."""
+
+    retryable = True
+    kind = "upstream_error"
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class UpstreamConnectError(UpstreamError):
+    """The upstream could not be reached (refused, DNS, TLS)."""
+
+    kind = "connect_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer, or stopped streaming, within the timeout."""
+
+    kind = "timeout"
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream broke the protocol: a cut stream, a body that is not JSON."""
+
+    kind = "protocol_error"
+
+
+class UpstreamConfigError(UpstreamError):
+    """The model cannot be called as configured (no base_url, key variable unset)."""
+
+    retryable = True
+    kind = "config_error"
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status; ``body`` is its payload, unchanged."""
+
+    kind = "status_error"
+
+    def __init__(
+        self, message: str, *, model: str, status_code: int, body: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, model=model)
+        self.status_code = status_code
+        self.body = body
+        self.headers = dict(headers or {})
+        self.retryable = status_code in RETRYABLE_STATUS
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds allowed to connect, between two bytes read, and for a pool slot."""
+
+    connect: float = 5.0
+    read: float = 120.0
+    write: float = 30.0
+    pool: float = 5.0
+
+    def httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write,
+                             pool=self.pool)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A non-streamed answer: the parsed body and the upstream's status."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def new_client(
+    *, timeouts: Timeouts | None = None, max_connections: int = 512
+) -> httpx.AsyncClient:
+    """The shared client (the app's lifespan owns and closes it)."""
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=max_connections, keepalive_expiry=30.0)
+    return httpx.AsyncClient(timeout=(timeouts or Timeouts()).httpx(), limits=limits,
+                             follow_redirects=False, trust_env=False)
+
+
+def _translate(exc: httpx.HTTPError, model: str) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"{model}: upstream timed out ({type(exc).__name__})", model=model)
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamConnectError(f"{model}: cannot connect to upstream ({exc})", model=model)
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return UpstreamProtocolError(
+            f"{model}: upstream connection broke ({type(exc).__name__}: {exc})", model=model
+        )
+    return UpstreamError(f"{model}: upstream call failed ({type(exc).__name__}: {exc})",
+                         model=model)
+
+
+class Upstream:
+    """Calls the model a :class:`~bandit.catalog.ModelSpec` describes.
+
+    ``env`` is the mapping keys are read from (the process environment in production,
+    a dict in tests); keys are looked up on each call so a rotated key takes effect.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        env: Mapping[str, str],
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self._client = client
+        self._env = env
+        self._timeout = (timeouts or Timeouts()).httpx()
+
+    def _target(self, spec: ModelSpec) -> tuple[str, dict[str, str]]:
+        if not spec.base_url:
+            raise UpstreamConfigError(f"{spec.name}: the catalog gives it no base_url",
+                                      model=spec.name)
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if spec.api_key_env:
+            key = self._env.get(spec.api_key_env)
+            if not key:
+                raise UpstreamConfigError(
+                    f"{spec.name}: environment variable {spec.api_key_env} is not set",
+                    model=spec.name,
+                )
+            headers["authorization"] = f"Bearer {key}"
+        return f"{spec.base_url}/chat/completions", headers
+
+    def _timeout_within(self, seconds: float | None) -> httpx.Timeout:
+        if seconds is None:
+            return self._timeout
+        t = self._timeout
+        return httpx.Timeout(
+            connect=min(t.connect or seconds, seconds), read=min(t.read or seconds, seconds),
+            write=min(t.write or seconds, seconds), pool=min(t.pool or seconds, seconds),
+        )
+
+    async def complete(
+        self, spec: ModelSpec, payload: Mapping[str, Any], *, within: float | None = None
+    ) -> Completion:
+        """POST a non-streamed request; error statuses raise :class:`UpstreamStatusError`.
+
+        ``within`` caps every timeout at the seconds left before the caller's deadline.
+        """
+        url, headers = self._target(spec)
+        content = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            resp = await self._client.post(url, content=content, headers=headers,
+                                           timeout=self._timeout_within(within))
+        except httpx.HTTPError as exc:
+            raise _translate(exc, spec.name) from exc
+        if resp.status_code >= 400:
+            raise _status_error(spec.name, resp.status_code, resp.content, resp.headers)
+        try:
+            body = json.loads(resp.content)
+        except ValueError as exc:
+            raise UpstreamProtocolError(f"{spec.name}: upstream answered with invalid JSON",
+                                        model=spec.name) from exc
+        if not isinstance(body, dict):
+            raise UpstreamProtocolError(f"{spec.name}: upstream answer is not a JSON object",
+                                        model=spec.name)
+        return Completion(resp.status_code, body)
+
+    @asynccontextmanager
+    async def stream(
+        self, spec: ModelSpec, payload: Mapping[str, Any], *, within: float | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Open a streamed request; yields an iterator of raw SSE events (``data: ...``).
+
+        The status is checked before anything is yielded, so an error status raises
+        :class:`UpstreamStatusError` while failover is still possible.
+        """
+        url, headers = self._target(spec)
+        headers["accept"] = "text/event-stream"
+        content = json.dumps(payload, separators=(",", ":")).encode()
+        request = self._client.build_request("POST", url, content=content, headers=headers,
+                                             timeout=self._timeout_within(within))
+        try:
+            resp = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _translate(exc, spec.name) from exc
+        try:
+            if resp.status_code >= 400:
+                try:
+                    body = await resp.aread()
+                except httpx.HTTPError as exc:
+                    raise _translate(exc, spec.name) from exc
+                raise _status_error(spec.name, resp.status_code, body, resp.headers)
+            yield _events(resp, spec.name)
+        finally:
+            await resp.aclose()
+
+
+async def _events(resp: httpx.Response, model: str) -> AsyncIterator[bytes]:
+    """Split the body into SSE events, each yielded as soon as its blank line arrives."""
+    buf = b""
+    try:
+        async for chunk in resp.aiter_bytes():
+            buf += chunk
+            if b"\r" in buf:
+                buf = buf.replace(b"\r\n", b"\n")
+            while True:
+                end = buf.find(b"\n\n")
+                if end < 0:
+                    break
+                event, buf = buf[:end], buf[end + 2 :]
+                if event:
+                    yield event
+    except httpx.HTTPError as exc:
+        raise _translate(exc, model) from exc
+    if buf.strip():
+        yield buf.strip()
+
+
+def _status_error(model: str, status: int, body: bytes,
+                  headers: Mapping[str, str]) -> UpstreamStatusError:
+    detail = body[:300].decode("utf-8", "replace")
+    keep = {k: v for k, v in headers.items() if k.lower() in ("retry-after", "content-type")}
+    return UpstreamStatusError(f"{model}: upstream answered {status}: {detail}", model=model,
+                               status_code=status, body=body, headers=keep)

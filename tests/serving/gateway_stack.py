@@ -1,0 +1,120 @@
+"""Test harness: fake upstreams, a gateway in front of them, both on real HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+
+from bandit import Catalog
+from serving.cooldown import Cooldown
+from serving.gateway import Gateway, GatewayConfig
+from serving.routes import chat
+from serving.upstream import Timeouts, Upstream, new_client
+from tests.fakes.fake_upstream import Behavior, FakeUpstream, Log
+from tests.fakes.server import ServerThread
+from tests.fakes.stub_router import StubRouter
+
+# name -> (input price, output price) per million tokens
+MODELS = {"cheap": (0.1, 0.4), "mid": (1.0, 4.0), "big": (10.0, 40.0)}
+KEY_ENV = "FAKE_UPSTREAM_KEY"
+KEY = "sk-fake-123"
+
+
+def catalog_for(fakes: dict[str, FakeUpstream]) -> Catalog:
+    return Catalog.from_dict({"models": [
+        {"name": name, "base_url": fakes[name].base_url, "api_key_env": KEY_ENV,
+         "upstream_model": f"{name}-wire", "input_price": p_in, "output_price": p_out,
+         "capabilities": ["json", "tools"]}
+        for name, (p_in, p_out) in MODELS.items()
+    ]})
+
+
+def reset(fake: FakeUpstream) -> None:
+    fresh = Behavior()
+    for name in fresh.__dataclass_fields__:
+        setattr(fake.behavior, name, getattr(fresh, name))
+    for name in Log.__dataclass_fields__:
+        getattr(fake.log, name).clear()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Stack:
+    fakes: dict[str, FakeUpstream]
+    router: StubRouter
+    gateway: Gateway
+    server: ServerThread
+    clock: FakeClock = field(default_factory=FakeClock)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.server.url}/v1"
+
+    def outcomes(self, decision_id: str, n: int = 1, timeout: float = 5.0) -> list[Any]:
+        """The outcomes recorded for a decision, waiting for the background records."""
+        wait_until(lambda: len(self.router.outcomes.get(decision_id, [])) >= n, timeout)
+        return self.router.outcomes[decision_id]
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)
+
+
+def gateway_app(gateway: Gateway, close: Callable[[], Any]) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()
+        await close()
+
+    app = FastAPI(lifespan=lifespan)
+    app.state.gateway = gateway
+    app.include_router(chat.router)
+    return app
+
+
+def start_stack(
+    fakes: dict[str, FakeUpstream],
+    *,
+    config: GatewayConfig | None = None,
+    preference: list[str] | None = None,
+    timeouts: Timeouts | None = None,
+    cooldown: tuple[int, float] = (3, 30.0),
+) -> Stack:
+    router = StubRouter(catalog_for(fakes), preference=list(preference or []))
+    client = new_client(timeouts=timeouts)
+    clock = FakeClock()
+    gateway = Gateway(
+        router=router,
+        upstream=Upstream(client, env={KEY_ENV: KEY}, timeouts=timeouts),
+        config=config or GatewayConfig(),
+        cooldown=Cooldown(failures=cooldown[0], seconds=cooldown[1], clock=clock),
+    )
+    server = ServerThread(gateway_app(gateway, client.aclose))
+    server.start()
+    return Stack(fakes=fakes, router=router, gateway=gateway, server=server, clock=clock)
+
+
+def started_fakes() -> Iterator[dict[str, FakeUpstream]]:
+    fakes = {name: FakeUpstream(name=name).start() for name in MODELS}
+    try:
+        yield fakes
+    finally:
+        for fake in fakes.values():
+            fake.stop()
