@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import openai
 from fastapi import FastAPI
 
 from bandit import Catalog
@@ -57,6 +58,19 @@ class Stack:
     gateway: Gateway
     server: ServerThread
     clock: FakeClock = field(default_factory=FakeClock)
+    _sdk: openai.OpenAI | None = None
+
+    def sdk(self) -> openai.OpenAI:
+        """The official SDK pointed at the gateway (no SDK retries: we count attempts)."""
+        if self._sdk is None:
+            self._sdk = openai.OpenAI(base_url=self.base_url, api_key="client-key",
+                                      max_retries=0, timeout=10)
+        return self._sdk
+
+    def stop(self) -> None:
+        if self._sdk is not None:
+            self._sdk.close()
+        self.server.stop()
 
     @property
     def base_url(self) -> str:

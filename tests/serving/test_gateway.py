@@ -36,12 +36,8 @@ def stack(fakes: dict[str, FakeUpstream]) -> Iterator[Stack]:
         reset(fake)
     s = start_stack(fakes)
     yield s
-    s.server.stop()
+    s.stop()
 
-
-def sdk(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url, api_key="client-key", max_retries=0,
-                         timeout=10)
 
 
 def expected_cost(model: str, usage: dict[str, int]) -> float:
@@ -50,7 +46,7 @@ def expected_cost(model: str, usage: dict[str, int]) -> float:
 
 
 def test_sync_auto_routes_forwards_and_measures(stack: Stack) -> None:
-    raw = sdk(stack).chat.completions.with_raw_response.create(
+    raw = stack.sdk().chat.completions.with_raw_response.create(
         model="auto", messages=MESSAGES, temperature=0.3, seed=7, logit_bias={"50256": -100},
         user="u-1")
     resp = raw.parse()
@@ -91,7 +87,7 @@ async def test_async_client_and_profile(stack: Stack) -> None:
 
 
 def test_passthrough_is_logged_as_non_policy(stack: Stack) -> None:
-    raw = sdk(stack).chat.completions.with_raw_response.create(model="big", messages=MESSAGES)
+    raw = stack.sdk().chat.completions.with_raw_response.create(model="big", messages=MESSAGES)
     assert raw.parse().model == "big"
     assert stack.fakes["big"].log.requests[-1]["model"] == "big-wire"
     decision_id = raw.headers["x-routebandit-decision-id"]
@@ -102,7 +98,7 @@ def test_passthrough_is_logged_as_non_policy(stack: Stack) -> None:
 @pytest.mark.parametrize("client_usage", [False, True], ids=["no-usage", "include-usage"])
 def test_stream_passes_chunks_with_routed_model(stack: Stack, client_usage: bool) -> None:
     extra = {"stream_options": {"include_usage": True}} if client_usage else {}
-    with sdk(stack).chat.completions.with_streaming_response.create(
+    with stack.sdk().chat.completions.with_streaming_response.create(
             model="auto", messages=MESSAGES, stream=True, **extra) as raw:
         decision_id = raw.headers["x-routebandit-decision-id"]
         assert raw.headers["x-routebandit-model"] == "cheap"
@@ -128,7 +124,7 @@ def test_stream_is_not_buffered(stack: Stack) -> None:
     stack.fakes["cheap"].behavior.chunk_delay_s = 0.05
     start = time.monotonic()
     arrivals = []
-    stream = sdk(stack).chat.completions.create(model="auto", messages=MESSAGES, stream=True)
+    stream = stack.sdk().chat.completions.create(model="auto", messages=MESSAGES, stream=True)
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.monotonic() - start)
@@ -148,7 +144,7 @@ async def test_async_stream(stack: Stack) -> None:
 
 def test_usage_absent_is_estimated_and_marked(stack: Stack) -> None:
     stack.fakes["cheap"].behavior.usage = False
-    raw = sdk(stack).chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+    raw = stack.sdk().chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
     assert raw.parse().usage is None
     [outcome] = stack.outcomes(raw.headers["x-routebandit-decision-id"])
     assert outcome.tokens_estimated is True
@@ -159,7 +155,7 @@ def test_usage_absent_is_estimated_and_marked(stack: Stack) -> None:
 
 def test_broken_stream_ends_with_error_and_is_recorded(stack: Stack) -> None:
     stack.fakes["cheap"].behavior.break_after_chunks = 3
-    with sdk(stack).chat.completions.with_streaming_response.create(
+    with stack.sdk().chat.completions.with_streaming_response.create(
             model="auto", messages=MESSAGES, stream=True) as raw:
         decision_id = raw.headers["x-routebandit-decision-id"]
         with pytest.raises(openai.APIError):
@@ -170,7 +166,7 @@ def test_broken_stream_ends_with_error_and_is_recorded(stack: Stack) -> None:
 
 
 def test_models_list_is_openai_format(stack: Stack) -> None:
-    models = sdk(stack).models.list()
+    models = stack.sdk().models.list()
     ids = [m.id for m in models]
     assert ids == ["auto", "auto:cheap", "auto:careful", "cheap", "mid", "big"]
     big = next(m for m in models if m.id == "big")
@@ -204,7 +200,7 @@ def test_invalid_json_body(stack: Stack) -> None:
 
 def test_sdk_raises_not_found_for_unknown_model(stack: Stack) -> None:
     with pytest.raises(openai.NotFoundError) as info:
-        sdk(stack).chat.completions.create(model="gpt-9", messages=MESSAGES)
+        stack.sdk().chat.completions.create(model="gpt-9", messages=MESSAGES)
     assert info.value.code == "model_not_found"
 
 
@@ -213,7 +209,7 @@ def test_cache_serves_deterministic_requests(fakes: dict[str, FakeUpstream]) -> 
         reset(fake)
     stack = start_stack(fakes, config=GatewayConfig(cache=True))
     try:
-        client = sdk(stack)
+        client = stack.sdk()
         first = client.chat.completions.with_raw_response.create(
             model="auto", messages=MESSAGES, temperature=0)
         second = client.chat.completions.with_raw_response.create(
@@ -225,7 +221,7 @@ def test_cache_serves_deterministic_requests(fakes: dict[str, FakeUpstream]) -> 
                 == first.headers["x-routebandit-decision-id"])
         assert len(fakes["cheap"].log.requests) == 2  # the hit never reached the upstream
     finally:
-        stack.server.stop()
+        stack.stop()
 
 
 def test_default_quality_is_applied_after_delay(fakes: dict[str, FakeUpstream]) -> None:
@@ -234,9 +230,9 @@ def test_default_quality_is_applied_after_delay(fakes: dict[str, FakeUpstream]) 
     stack = start_stack(fakes, config=GatewayConfig(default_quality=0.7,
                                                     default_quality_delay_s=0.05))
     try:
-        raw = sdk(stack).chat.completions.with_raw_response.create(
+        raw = stack.sdk().chat.completions.with_raw_response.create(
             model="auto", messages=MESSAGES)
         decision_id = raw.headers["x-routebandit-decision-id"]
         wait_until(lambda: stack.router.defaults == [(decision_id, 0.7)])
     finally:
-        stack.server.stop()
+        stack.stop()
