@@ -1,0 +1,587 @@
+"""Replay: how well the bandit routes, measured on an outcome table, never peeking.
+
+The protocol (see ``docs/replay.md``), for each cost weight ``w`` of a log grid, with a
+fresh policy seeded alike:
+
+1. **Learn online on train.** Train prompts are streamed once in a seeded random order.
+   For each, ``policy.decide(ctx, explore=True)`` picks a model; only that model's
+   quality and cost are revealed, the reward is
+   ``reward(RewardWeights(quality=1, cost=w, latency=0), quality=q, cost_usd=c)`` and
+   the policy learns it with ``outcome={"cost_usd": c, "output_tokens": chars / 4}``.
+   The catalog has the table's model names and no prices: costs are learned only from
+   what was observed.
+2. **Optional extra passes** (``passes > 1``) re-learn the policy's own logged
+   ``(decision, reward)`` tuples, shuffled, with their logged probabilities. Their
+   action features are rebuilt from the current cost estimates (still only what was
+   observed). Unchosen models stay unseen.
+3. **Evaluate greedily on test** (``explore=False``), without learning: the mean quality
+   and mean cost per prompt of the chosen models give one point of the frontier.
+
+Baselines share the prompts, the features and the metric code
+(:mod:`bandit.frontier`): every single model, uniform random routing, the **oracle**
+(peeks at test grades: per prompt the best quality, cheapest on ties, and its
+cost-weighted variants) and the **full-information baseline**, a Vowpal Wabbit
+regressor on the same features that sees every model's grade on every train prompt,
+then picks ``argmax predicted quality - w * expected cost`` on test for each ``w``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import vowpal_wabbit_next as vw
+
+from bandit.catalog import Catalog, ModelSpec
+from bandit.decision import Decision
+from bandit.errors import PolicyError, RequestError
+from bandit.estimates import Estimates
+from bandit.features import Context, featurize, parse_request
+from bandit.frontier import FrontierMetrics, frontier_metrics
+from bandit.outcomes import OutcomeTable
+from bandit.policy import Policy, PolicyConfig
+from bandit.reward import COST_UNIT_USD, RewardWeights, reward
+from bandit.vwformat import action_features, shared_line
+
+#: From "quality only" to "one thousandth of a dollar outweighs a correct answer".
+DEFAULT_COST_WEIGHTS = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+#: Every model answered every prompt of an outcome table, so none may be ruled out by
+#: a context window: the catalog's models get one larger than any prompt.
+_REPLAY_CONTEXT_WINDOW = 10**9
+
+Progress = Callable[[int], None]
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """How a replay runs.
+
+    >>> ReplayConfig(cost_weights=(0.0, 0.1), passes=2).to_dict()["cost_weights"]
+    [0.0, 0.1]
+    """
+
+    seed: int = 0
+    passes: int = 1
+    cost_weights: tuple[float, ...] = DEFAULT_COST_WEIGHTS
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    curve_every: int = 100
+    task_tag: bool = False
+    full_info_passes: int = 1
+    full_info_learning_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.passes < 1:
+            raise RequestError(f"passes: must be at least 1, got {self.passes!r}")
+        if not self.cost_weights:
+            raise RequestError("cost_weights: give at least one cost weight")
+        for w in self.cost_weights:
+            RewardWeights(quality=1.0, cost=w, latency=0.0)  # validates w
+        if self.full_info_passes < 1:
+            raise RequestError(
+                f"full_info_passes: must be at least 1, got {self.full_info_passes!r}")
+        if not self.full_info_learning_rate > 0:
+            raise RequestError("full_info_learning_rate: must be positive, "
+                               f"got {self.full_info_learning_rate!r}")
+        if self.curve_every < 1:
+            raise RequestError(f"curve_every: must be at least 1, got {self.curve_every!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "passes": self.passes,
+            "cost_weights": [float(w) for w in self.cost_weights],
+            "exploration": self.policy.exploration,
+            "policy": self.policy.to_dict(),
+            "curve_every": self.curve_every,
+            "task_tag": self.task_tag,
+            "full_info_passes": self.full_info_passes,
+            "full_info_learning_rate": self.full_info_learning_rate,
+        }
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One setting of a router evaluated on test: mean quality and cost per prompt.
+
+    ``choices`` is the share of test prompts sent to each model (most used first).
+    """
+
+    quality: float
+    cost_per_prompt: float
+    cost_weight: float | None = None
+    model: str | None = None
+    choices: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def xy(self) -> tuple[float, float]:
+        return (self.cost_per_prompt, self.quality)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"quality": self.quality, "cost_per_prompt": self.cost_per_prompt}
+        if self.cost_weight is not None:
+            out["cost_weight"] = self.cost_weight
+        if self.model is not None:
+            out["model"] = self.model
+        if self.choices:
+            out["choices"] = dict(self.choices)
+        return out
+
+
+@dataclass(frozen=True)
+class RouterResult:
+    """A router's (or baseline's) operating points and its frontier metrics."""
+
+    name: str
+    label: str
+    points: tuple[OperatingPoint, ...]
+    metrics: FrontierMetrics
+    peeks: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "peeks": self.peeks,
+            "frontier": [p.to_dict() for p in self.points],
+            **self.metrics.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """Means over one block of ``curve_every`` online train steps (ending at ``step``)."""
+
+    step: int
+    mean_reward: float
+    mean_quality: float
+    mean_cost_per_prompt: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "step": self.step,
+            "mean_reward": self.mean_reward,
+            "mean_quality": self.mean_quality,
+            "mean_cost_per_prompt": self.mean_cost_per_prompt,
+        }
+
+
+@dataclass(frozen=True)
+class BanditRun:
+    """One cost weight's replay: its test point and its online learning curve."""
+
+    point: OperatingPoint
+    curve: tuple[CurvePoint, ...]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Everything a replay measured (see ``docs/replay.md`` for the JSON form)."""
+
+    config: ReplayConfig
+    models: tuple[str, ...]
+    n_train: int
+    n_test: int
+    tasks: tuple[tuple[str, int, int], ...]
+    best_single: OperatingPoint
+    aiq_cost_max: float
+    bandit: RouterResult
+    baselines: tuple[RouterResult, ...]
+    learning_curves: tuple[tuple[float, tuple[CurvePoint, ...]], ...]
+    elapsed_seconds: float
+    split_assigned: bool = False
+
+    def baseline(self, name: str) -> RouterResult:
+        for b in self.baselines:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.bandit.metrics
+        return {
+            "schema": "routebandit.replay/1",
+            "config": self.config.to_dict(),
+            "data": {
+                "n_train": self.n_train,
+                "n_test": self.n_test,
+                "models": list(self.models),
+                "tasks": {t: {"train": a, "test": b} for t, a, b in self.tasks},
+                "split_assigned": self.split_assigned,
+            },
+            "best_single": {
+                "model": self.best_single.model,
+                "quality": self.best_single.quality,
+                "cost_per_prompt": self.best_single.cost_per_prompt,
+            },
+            "frontier": [p.to_dict() for p in self.bandit.points],
+            "hull": m.to_dict()["hull"],
+            "cost_pct_for_95": m.cost_pct_for_95,
+            "cost_pct_for_98": m.cost_pct_for_98,
+            "quality_pct_at_10": m.quality_pct_at_10,
+            "quality_pct_at_30": m.quality_pct_at_30,
+            "aiq": m.aiq,
+            "aiq_cost_range": [0.0, self.aiq_cost_max],
+            "baselines": {b.name: b.to_dict() for b in self.baselines},
+            "learning_curve": [
+                {"cost_weight": w, "points": [c.to_dict() for c in curve]}
+                for w, curve in self.learning_curves
+            ],
+            "elapsed_seconds": self.elapsed_seconds,
+        }
+
+
+# -- shared pieces ---------------------------------------------------------------------
+def replay_catalog(table: OutcomeTable) -> Catalog:
+    """The catalog of a table: its model names, no prices, no capabilities.
+
+    >>> from bandit.outcomes import OutcomeTable
+    >>> t = OutcomeTable.from_rows(["p"], ["t"], ["train"], ["hi"], ["a", "b"],
+    ...     quality=[[1, 0]], cost_usd=[[0, 0]], output_chars=[[1, 1]])
+    >>> replay_catalog(t).names
+    ('a', 'b')
+    """
+    return Catalog.of(
+        ModelSpec(name=m, context_window=_REPLAY_CONTEXT_WINDOW) for m in table.models
+    )
+
+
+def featurize_table(table: OutcomeTable, *, task_tag: bool = False) -> tuple[Context, ...]:
+    """One :class:`Context` per prompt, computed once and shared by every configuration.
+
+    With ``task_tag`` the table's task is passed as request metadata (``task=...``), as a
+    client that labels its traffic would; by default the router sees the prompt only.
+    """
+    return tuple(
+        featurize(parse_request(
+            prompt=prompt, metadata={"task": task} if task_tag and task else None
+        ))
+        for prompt, task in zip(table.prompts, table.tasks, strict=True)
+    )
+
+
+def train_order(table: OutcomeTable, seed: int) -> IntArray:
+    """The seeded random order in which train prompts are streamed."""
+    return np.random.default_rng(seed).permutation(table.indices("train"))
+
+
+def _point(
+    table: OutcomeTable, rows: IntArray, chosen: IntArray, *, cost_weight: float | None
+) -> OperatingPoint:
+    q = table.quality[rows, chosen]
+    c = table.cost_usd[rows, chosen]
+    counts = np.bincount(chosen, minlength=table.n_models) / max(1, len(rows))
+    shares = sorted(
+        ((table.models[j], float(s)) for j, s in enumerate(counts) if s > 0),
+        key=lambda kv: (-kv[1], kv[0]),
+    )
+    return OperatingPoint(
+        quality=float(q.mean()), cost_per_prompt=float(c.mean()), cost_weight=cost_weight,
+        choices=tuple(shares),
+    )
+
+
+def _argmax_cheapest(score: FloatArray, cost: FloatArray) -> IntArray:
+    """Row-wise argmax of ``score``, breaking ties by the lower ``cost``."""
+    best = score.max(axis=1, keepdims=True)
+    tied = np.isclose(score, best, rtol=0.0, atol=1e-12)
+    return np.asarray(np.where(tied, cost, np.inf).argmin(axis=1), dtype=np.int64)
+
+
+def single_model_points(table: OutcomeTable) -> tuple[OperatingPoint, ...]:
+    """Every model alone on the test split."""
+    rows = table.indices("test")
+    return tuple(
+        OperatingPoint(
+            quality=float(table.quality[rows, j].mean()),
+            cost_per_prompt=float(table.cost_usd[rows, j].mean()),
+            model=m,
+        )
+        for j, m in enumerate(table.models)
+    )
+
+
+def best_single_model(points: Sequence[OperatingPoint]) -> OperatingPoint:
+    """Highest mean test quality; the cheaper one on ties.
+
+    >>> best_single_model([OperatingPoint(0.8, 2.0, model="a"),
+    ...                    OperatingPoint(0.8, 1.0, model="b")]).model
+    'b'
+    """
+    return max(points, key=lambda p: (p.quality, -p.cost_per_prompt))
+
+
+def random_point(table: OutcomeTable) -> OperatingPoint:
+    """Uniform random routing on test, in expectation (exact, no sampling)."""
+    rows = table.indices("test")
+    return OperatingPoint(
+        quality=float(table.quality[rows].mean()),
+        cost_per_prompt=float(table.cost_usd[rows].mean()),
+        choices=tuple((m, 1.0 / table.n_models) for m in table.models),
+    )
+
+
+def oracle_points(
+    table: OutcomeTable, cost_weights: Sequence[float]
+) -> tuple[OperatingPoint, ...]:
+    """The oracle: it PEEKS at every test grade and picks, per prompt,
+    ``argmax q - w * cost / $0.001`` (cheapest on ties). With ``w = 0`` it is the
+    cheapest best-quality model per prompt.
+    """
+    rows = table.indices("test")
+    q, c = table.quality[rows], table.cost_usd[rows]
+    return tuple(
+        _point(table, rows, _argmax_cheapest(q - w * c / COST_UNIT_USD, c), cost_weight=w)
+        for w in sorted({0.0, *cost_weights})
+    )
+
+
+# -- the bandit --------------------------------------------------------------------------
+def replay_bandit(
+    table: OutcomeTable,
+    contexts: Sequence[Context],
+    *,
+    cost_weight: float,
+    config: ReplayConfig,
+    progress: Progress | None = None,
+) -> BanditRun:
+    """Replay the bandit at one cost weight: learn online on train, evaluate on test.
+
+    Only the chosen model's quality, cost and output length are ever read on train.
+
+    >>> from bandit.outcomes import OutcomeTable
+    >>> t = OutcomeTable.from_rows(
+    ...     ["a", "b", "c"], ["x"] * 3, ["train", "train", "test"], ["hi", "yo", "hey"],
+    ...     ["m1", "m2"], quality=[[1, 0]] * 3, cost_usd=[[0.001, 0.002]] * 3,
+    ...     output_chars=[[4, 8]] * 3)
+    >>> run = replay_bandit(t, featurize_table(t), cost_weight=0.1, config=ReplayConfig())
+    >>> len(run.curve), run.point.cost_weight
+    (1, 0.1)
+    """
+    weights = RewardWeights(quality=1.0, cost=cost_weight, latency=0.0)
+    policy = Policy(replay_catalog(table), config=config.policy, weights=weights,
+                    seed=config.seed)
+    log: list[tuple[Decision, float]] = []
+    curve: list[CurvePoint] = []
+    block: list[tuple[float, float, float]] = []
+    for step, i in enumerate(train_order(table, config.seed), start=1):
+        decision = policy.decide(contexts[i], explore=True)
+        j = table.models.index(decision.model)
+        q = float(table.quality[i, j])
+        c = float(table.cost_usd[i, j])
+        r = reward(weights, quality=q, cost_usd=c)
+        policy.learn(decision, r, outcome={
+            "cost_usd": c, "output_tokens": float(table.output_chars[i, j]) / 4.0})
+        log.append((decision, r))
+        block.append((r, q, c))
+        if len(block) == config.curve_every:
+            curve.append(_curve_point(step, block))
+            block = []
+        if progress is not None:
+            progress(1)
+    if block:
+        curve.append(_curve_point(len(log), block))
+    rng = random.Random(config.seed)
+    for _ in range(config.passes - 1):
+        order = list(range(len(log)))
+        rng.shuffle(order)
+        for k in order:
+            decision, r = log[k]
+            actions = policy.actions_for(decision.context, weights=weights)
+            index = [a.model for a in actions].index(decision.model)
+            policy.learn(replace(decision, actions=actions, index=index), r)
+        if progress is not None:
+            progress(len(log))
+    rows = table.indices("test")
+    chosen = np.empty(len(rows), dtype=np.int64)
+    for n, i in enumerate(rows):
+        chosen[n] = table.models.index(policy.decide(contexts[i], explore=False).model)
+        if progress is not None:
+            progress(1)
+    return BanditRun(point=_point(table, rows, chosen, cost_weight=cost_weight),
+                     curve=tuple(curve))
+
+
+def _curve_point(step: int, block: list[tuple[float, float, float]]) -> CurvePoint:
+    arr = np.asarray(block, dtype=np.float64)
+    r, q, c = arr.mean(axis=0)
+    return CurvePoint(step=step, mean_reward=float(r), mean_quality=float(q),
+                      mean_cost_per_prompt=float(c))
+
+
+# -- the full-information baseline -------------------------------------------------------
+def _classifier_args(config: ReplayConfig) -> list[str]:
+    pc = config.policy
+    args = ["--quiet", "--random_seed", str(config.seed), "-b", str(pc.bits),
+            "--loss_function", "logistic", "--link", "logistic",
+            "-l", f"{config.full_info_learning_rate:g}", "--power_t", f"{pc.power_t:g}"]
+    for pair in pc.interactions:
+        args += ["-q", pair]
+    if pc.l2:
+        args += ["--l2", f"{pc.l2:g}"]
+    return args
+
+
+def full_information_predictions(
+    table: OutcomeTable,
+    contexts: Sequence[Context],
+    *,
+    config: ReplayConfig,
+    progress: Progress | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """FULL-INFORMATION baseline: learn every model's grade on every train prompt.
+
+    A Vowpal Wabbit logistic regression on the bandit's own features (the shared
+    namespaces of the prompt, the ``a`` namespace of the model, the same interactions)
+    learns the probability of a good answer from all ``n_train * k`` train grades
+    (a grade ``q`` in [0, 1] is a positive example of weight ``q`` and a negative one of
+    weight ``1 - q``), ``config.full_info_passes`` times in seeded random orders.
+    Expected costs are per-model means of cost per prompt token over every train call
+    (:class:`~bandit.estimates.Estimates`). Unlike the bandit, this sees what unchosen
+    models would have scored: it is a reference, not a router that could learn from
+    live traffic.
+
+    Returns ``(predicted_quality, expected_cost_usd)`` for the test split, each of shape
+    ``(n_test, k)``.
+    """
+    catalog = replay_catalog(table)
+    try:
+        ws = vw.Workspace(_classifier_args(config))
+        parser = vw.TextFormatParser(ws)
+    except Exception as exc:  # VW raises plain RuntimeError/ValueError on bad args
+        raise PolicyError(f"cannot create the Vowpal Wabbit regressor: {exc}") from exc
+    arms = [action_features(spec, cost_penalty=0.0, latency_penalty=0.0) for spec in catalog]
+
+    def line(ctx: Context, j: int, label: str = "") -> str:
+        shared = shared_line(ctx)[len("shared"):]
+        return f"{label}{shared} {arms[j]}"
+
+    estimates = Estimates()
+    order = train_order(table, config.seed)
+    for i in order:
+        for j, m in enumerate(table.models):
+            estimates.observe(m, input_tokens=contexts[i].input_tokens,
+                              output_tokens=float(table.output_chars[i, j]) / 4.0,
+                              cost_usd=float(table.cost_usd[i, j]), latency_ms=None)
+    rng = np.random.default_rng(config.seed)
+    for p in range(config.full_info_passes):
+        for i in order if p == 0 else rng.permutation(order):
+            for j in rng.permutation(table.n_models):
+                q = float(table.quality[i, j])
+                for label, weight in ((1, q), (-1, 1.0 - q)):
+                    if weight > 0:
+                        ws.learn_one(parser.parse_line(
+                            line(contexts[i], int(j), f"{label} {weight:.6g}")))
+            if progress is not None:
+                progress(1)
+    rows = table.indices("test")
+    pred = np.empty((len(rows), table.n_models))
+    cost = np.empty((len(rows), table.n_models))
+    for n, i in enumerate(rows):
+        for j, spec in enumerate(catalog):
+            pred[n, j] = float(ws.predict_one(parser.parse_line(line(contexts[i], j))))
+            cost[n, j] = estimates.cost_usd(spec, input_tokens=contexts[i].input_tokens,
+                                            max_tokens=None)
+        if progress is not None:
+            progress(1)
+    return np.clip(pred, 0.0, 1.0), cost
+
+
+def full_information_points(
+    table: OutcomeTable,
+    predicted_quality: FloatArray,
+    expected_cost_usd: FloatArray,
+    cost_weights: Sequence[float],
+) -> tuple[OperatingPoint, ...]:
+    """The full-information baseline's test points: ``argmax q_hat - w * c_hat / $0.001``."""
+    rows = table.indices("test")
+    return tuple(
+        _point(table, rows, _argmax_cheapest(
+            predicted_quality - w * expected_cost_usd / COST_UNIT_USD, expected_cost_usd),
+            cost_weight=w)
+        for w in cost_weights
+    )
+
+
+# -- the whole run -----------------------------------------------------------------------
+def work_units(table: OutcomeTable, config: ReplayConfig) -> int:
+    """How many progress units :func:`replay` reports (for a progress bar's total)."""
+    n_train, n_test = len(table.indices("train")), len(table.indices("test"))
+    bandit = (n_train * config.passes + n_test) * len(config.cost_weights)
+    return table.n_prompts + bandit + n_train * config.full_info_passes + n_test
+
+
+def replay(
+    table: OutcomeTable,
+    config: ReplayConfig | None = None,
+    *,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Run the whole replay benchmark on an outcome table (pure: no printing, no files).
+
+    ``progress``, when given, is called with the number of work units just done (their
+    total is :func:`work_units`).
+    """
+    config = config or ReplayConfig()
+    start = time.perf_counter()
+    contexts = featurize_table(table, task_tag=config.task_tag)
+    if progress is not None:
+        progress(table.n_prompts)
+    singles = single_model_points(table)
+    best = best_single_model(singles)
+    c_max = max(p.cost_per_prompt for p in singles)
+    if c_max <= 0:
+        raise RequestError("outcome table: every model costs nothing on test; "
+                           "a cost-quality frontier needs costs")
+
+    def result(name: str, label: str, points: Sequence[OperatingPoint], *,
+               peeks: bool = False) -> RouterResult:
+        metrics = frontier_metrics(
+            [p.xy for p in points], reference_cost=best.cost_per_prompt,
+            reference_quality=best.quality, c_max=c_max)
+        return RouterResult(name=name, label=label, points=tuple(points), metrics=metrics,
+                            peeks=peeks)
+
+    runs = [
+        replay_bandit(table, contexts, cost_weight=w, config=config, progress=progress)
+        for w in config.cost_weights
+    ]
+    pred, cost = full_information_predictions(table, contexts, config=config,
+                                              progress=progress)
+    baselines = (
+        result("full_information",
+               "full-information baseline, sees every model's grade on train",
+               full_information_points(table, pred, cost, config.cost_weights)),
+        result("oracle", "oracle (peeks at test grades)",
+               oracle_points(table, config.cost_weights), peeks=True),
+        result("random", "uniform random routing", [random_point(table)]),
+        result("single_models", "single models (and random mixtures of them)", singles),
+    )
+    tasks = sorted(set(table.tasks))
+    return ReplayResult(
+        config=config,
+        models=table.models,
+        n_train=len(table.indices("train")),
+        n_test=len(table.indices("test")),
+        tasks=tuple(
+            (t, sum(1 for x, s in zip(table.tasks, table.splits, strict=True)
+                    if x == t and s == "train"),
+             sum(1 for x, s in zip(table.tasks, table.splits, strict=True)
+                 if x == t and s == "test"))
+            for t in tasks
+        ),
+        best_single=best,
+        aiq_cost_max=c_max,
+        bandit=result("bandit", "routebandit (VW cb_explore_adf, bandit feedback)",
+                      [r.point for r in runs]),
+        baselines=baselines,
+        learning_curves=tuple((w, r.curve) for w, r in zip(config.cost_weights, runs,
+                                                            strict=True)),
+        elapsed_seconds=time.perf_counter() - start,
+        split_assigned=table.split_assigned,
+    )

@@ -1,0 +1,282 @@
+"""``routebandit replay OUTCOMES.csv``: the offline replay benchmark.
+
+Replays an outcome table (every model's graded, priced answer to every prompt; format
+in :mod:`bandit.outcomes`) through the bandit at a sweep of cost weights, learning only
+from the model it chose, and compares its cost-quality frontier with every single model,
+random routing, the oracle and a full-information baseline. The protocol and the metrics
+are described in :mod:`bandit.replay`, :mod:`bandit.frontier` and ``docs/replay.md``.
+
+A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` writes::
+
+    {
+      "schema": "routebandit.replay/1",
+      "config": {"seed", "passes", "cost_weights": [..], "exploration", "policy": {..},
+                 "curve_every", "task_tag", "full_info_passes",
+                 "full_info_learning_rate", "limit"},
+      "data": {"source", "n_train", "n_test", "models": [..],
+               "tasks": {task: {"train": n, "test": n}}, "split_assigned"},
+      "best_single": {"model", "quality", "cost_per_prompt"},
+      "frontier": [{"cost_weight", "quality", "cost_per_prompt",
+                    "choices": {model: share}}],          # the bandit, one per weight
+      "hull": [{"cost_per_prompt", "quality"}],            # its non-decreasing hull
+      "cost_pct_for_95", "cost_pct_for_98",                # % of best_single's cost
+      "quality_pct_at_10", "quality_pct_at_30",            # % of best_single's quality
+      "aiq", "aiq_cost_range": [0, c_max],
+      "baselines": {
+        name: {"label", "peeks", "frontier": [...], "hull": [...],
+               "cost_pct_for_95", "cost_pct_for_98", "quality_pct_at_10",
+               "quality_pct_at_30", "aiq"}
+      },  # names: full_information, oracle, random, single_models
+      "learning_curve": [{"cost_weight", "points": [{"step", "mean_reward",
+                          "mean_quality", "mean_cost_per_prompt"}]}],
+      "elapsed_seconds"
+    }
+
+Costs are mean USD per test prompt, qualities mean graded quality in [0, 1]; a headline
+number is ``null`` when the router never reaches it. ``single_models`` frontier points
+carry ``model`` instead of ``cost_weight``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bandit.errors import RequestError
+from bandit.outcomes import load_outcomes
+from bandit.policy import EXPLORATIONS, PolicyConfig
+from bandit.replay import (
+    DEFAULT_COST_WEIGHTS,
+    ReplayConfig,
+    ReplayResult,
+    RouterResult,
+    replay,
+    work_units,
+)
+
+
+def _cost_weights(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of numbers, got {text!r}"
+        ) from None
+    if not values or any(not (v >= 0 and v != float("inf")) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers >= 0, got {text!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "replay",
+        help="replay an outcome table: the bandit's cost-quality frontier vs baselines",
+        description=(
+            "Replay an outcome table through the bandit at a sweep of cost weights "
+            "(learning only from the model it chose) and compare its cost-quality "
+            "frontier with every single model, random routing, the oracle and a "
+            "full-information baseline. See docs/replay.md."
+        ),
+    )
+    p.add_argument("outcomes", metavar="OUTCOMES",
+                   help="outcome table CSV (id, task, [split], prompt, <model>|quality, "
+                        "<model>|cost_usd, <model>|output_chars)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the train order, the policies and any drawn split "
+                        "(default: 0)")
+    p.add_argument("--passes", type=_positive_int, default=1,
+                   help="passes over train: 1 = online only; more re-learn the bandit's "
+                        "own logged decisions (default: 1)")
+    p.add_argument("--cost-weights", type=_cost_weights, default=DEFAULT_COST_WEIGHTS,
+                   metavar="W1,W2,...",
+                   help="cost weights to sweep, quality points per $0.001 (default: "
+                        + ",".join(f"{w:g}" for w in DEFAULT_COST_WEIGHTS) + ")")
+    p.add_argument("--exploration", choices=EXPLORATIONS, default=PolicyConfig().exploration,
+                   help="the policy's exploration algorithm (default: %(default)s)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="use a seeded random sample of N prompts (both splits kept in "
+                        "proportion) for a quick run")
+    p.add_argument("--task-tag", action="store_true",
+                   help="let the routers see the table's task as request metadata "
+                        "(default: the prompt only)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", dest="json_path",
+                   help="write every result as JSON to PATH (schema: docs/replay.md)")
+    p.add_argument("--plot", type=Path, default=None, metavar="PATH.png",
+                   help="write a PNG: frontiers (left) and the learning curves (right)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    table = load_outcomes(args.outcomes, seed=args.seed)
+    if args.limit is not None:
+        table = table.limit(args.limit, seed=args.seed)
+    config = ReplayConfig(
+        seed=args.seed,
+        passes=args.passes,
+        cost_weights=tuple(args.cost_weights),
+        policy=PolicyConfig(exploration=args.exploration),
+        task_tag=args.task_tag,
+    )
+    with tqdm(total=work_units(table, config), file=sys.stderr, unit="step",
+              desc="replay", disable=args.quiet, dynamic_ncols=True) as bar:
+        result = replay(table, config, progress=bar.update)
+    out = result.to_dict()
+    out["data"] = {"source": str(args.outcomes), **out["data"]}
+    out["config"]["limit"] = args.limit
+    if args.json_path is not None:
+        _write(args.json_path, json.dumps(out, indent=2) + "\n")
+    if args.plot is not None:
+        plot(result, args.plot)
+    print(render(result, source=str(args.outcomes)))
+    return 0
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise RequestError(f"{path}: cannot write ({exc.strerror})") from exc
+
+
+def _pct(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f}%"
+
+
+def render(result: ReplayResult, *, source: str = "") -> str:
+    """The human-readable summary printed at the end of a run."""
+    best = result.best_single
+    cfg = result.config
+    lines = [
+        f"routebandit replay {source}".rstrip(),
+        f"  {result.n_train} train / {result.n_test} test prompts, {len(result.models)} "
+        f"models, {len(cfg.cost_weights)} cost weights, {cfg.passes} pass(es), "
+        f"exploration {cfg.policy.exploration}, seed {cfg.seed}, "
+        f"{result.elapsed_seconds:.1f} s",
+        f"  best single model on test: {best.model}  quality {best.quality:.3f}  "
+        f"${best.cost_per_prompt:.5f}/prompt",
+        "",
+        f"  {'router':<46} {'cost@95%':>11} {'cost@98%':>11} {'q@10%cost':>11} "
+        f"{'q@30%cost':>11} {'AIQ':>7}",
+    ]
+    for r in (result.bandit, *result.baselines):
+        m = r.metrics
+        lines.append(
+            f"  {_short(r):<46} {_pct(m.cost_pct_for_95):>11} {_pct(m.cost_pct_for_98):>11} "
+            f"{_pct(m.quality_pct_at_10):>11} {_pct(m.quality_pct_at_30):>11} {m.aiq:>7.4f}"
+        )
+    lines += [
+        "",
+        "  cost@X%: cost to reach X% of the best single model's quality, as % of its cost;",
+        "  q@X%cost: quality reachable for X% of its cost, as % of its quality (hull, mixing",
+        f"  allowed); AIQ over costs [0, ${result.aiq_cost_max:.5f}]. The oracle peeks.",
+        "",
+        f"  {'cost weight':>11}  {'bandit q':>8} {'$/prompt':>9}   "
+        f"{'full-info q':>11} {'$/prompt':>9}   bandit's most used models",
+    ]
+    full = result.baseline("full_information")
+    for p, f in zip(result.bandit.points, full.points, strict=True):
+        top = ", ".join(f"{m} {s:.0%}" for m, s in p.choices[:3])
+        lines.append(
+            f"  {p.cost_weight:>11g}  {p.quality:>8.3f} {p.cost_per_prompt:>9.5f}   "
+            f"{f.quality:>11.3f} {f.cost_per_prompt:>9.5f}   {top}"
+        )
+    lines += ["", f"  {'single model':<40} {'quality':>8} {'$/prompt':>9}"]
+    singles = sorted(result.baseline("single_models").points, key=lambda p: p.cost_per_prompt)
+    for p in singles:
+        lines.append(f"  {p.model or '':<40} {p.quality:>8.3f} {p.cost_per_prompt:>9.5f}")
+    return "\n".join(lines)
+
+
+def _short(r: RouterResult) -> str:
+    return {
+        "bandit": "bandit (routebandit, bandit feedback)",
+        "full_information": "full-information baseline (sees all train)",
+        "oracle": "oracle (peeks at test grades)",
+        "random": "uniform random",
+        "single_models": "single models (and their random mixtures)",
+    }.get(r.name, r.label)
+
+
+def plot(result: ReplayResult, path: Path) -> None:
+    """Write the frontier and learning-curve panels as a PNG (matplotlib's Agg canvas)."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, lc = fig.subplots(1, 2, width_ratios=(1.35, 1))
+    best = result.best_single
+    styles = (
+        (result.bandit, "C0", "o", "bandit (bandit feedback)"),
+        (result.baseline("full_information"), "C1", "s",
+         "full-information baseline (sees every train grade)"),
+        (result.baseline("oracle"), "C2", "^", "oracle (peeks)"),
+    )
+    for r, color, marker, label in styles:
+        xs = [p.cost_per_prompt for p in r.points]
+        ys = [p.quality for p in r.points]
+        ax.scatter(xs, ys, color=color, marker=marker, s=22, alpha=0.7)
+        hx, hy = zip(*r.metrics.hull, strict=True)
+        ax.plot([*hx, result.aiq_cost_max], [*hy, hy[-1]], color=color,
+                label=f"{label}, AIQ {r.metrics.aiq:.3f}")
+    singles = result.baseline("single_models")
+    ax.scatter([p.cost_per_prompt for p in singles.points], [p.quality for p in singles.points],
+               color="0.3", marker="x", s=30, label="single models")
+    for p in singles.points:
+        ax.annotate((p.model or "").split("/")[-1], (p.cost_per_prompt, p.quality),
+                    fontsize=6, xytext=(3, -8), textcoords="offset points", color="0.3")
+    hx, hy = zip(*singles.metrics.hull, strict=True)
+    ax.plot(hx, hy, color="0.5", linestyle=":", label="mixtures of single models")
+    rnd = result.baseline("random").points[0]
+    ax.scatter([rnd.cost_per_prompt], [rnd.quality], color="C3", marker="D", s=30,
+               label="uniform random")
+    for frac, style in ((0.95, "--"), (0.98, ":")):
+        ax.axhline(frac * best.quality, color="0.6", linestyle=style, linewidth=0.8)
+        ax.text(0.01, frac * best.quality, f"{frac:.0%} of {best.model}", fontsize=7,
+                color="0.4", va="bottom", transform=ax.get_yaxis_transform())
+    if min(p.cost_per_prompt for p in singles.points) > 0:
+        ax.set_xscale("log")
+    ax.set_xlabel("mean cost per test prompt (USD)")
+    ax.set_ylabel("mean quality on test")
+    ax.set_title("Cost-quality frontier on the test split")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    ax.grid(alpha=0.3)
+
+    curves = result.learning_curves
+    cmap = colormaps["viridis"]
+    for n, (w, curve) in enumerate(curves):
+        color = cmap(0.9 * n / max(1, len(curves) - 1))
+        lc.plot([c.step for c in curve], [c.mean_quality for c in curve], color=color,
+                marker=".", label=f"w={w:g}")
+    lc.axhline(best.quality, color="0.6", linestyle="--", linewidth=0.8,
+               label=f"{best.model} on test")
+    lc.set_xlabel("online train steps (prompts routed)")
+    lc.set_ylabel(f"mean quality of the chosen model\n(blocks of {result.config.curve_every} "
+                  "steps, exploring)")
+    lc.set_title("Learning curves, one per cost weight w")
+    lc.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4)
+    lc.grid(alpha=0.3)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png", dpi=120)
+    except OSError as exc:
+        raise RequestError(f"{path}: cannot write the plot ({exc.strerror})") from exc
