@@ -1,0 +1,196 @@
+"""What the running service needs from policy versions, without importing MLflow.
+
+* :class:`PolicySource` loads the ``champion`` at start-up and, polled, hands back the new
+  policy when the alias moves (a promotion or a rollback), so the service swaps it in.
+* :class:`Split` decides which arm serves a request: ``off`` (champion only), ``shadow``
+  (the challenger also decides on every request and only logs) or ``ab`` (a percentage of
+  user keys, sticky by a stable hash, is served by the challenger).
+* :class:`Arms` holds the champion and challenger and routes one request by the split.
+* :class:`SnapshotSchedule` says when to snapshot: every N learned feedbacks, every T
+  seconds, and on shutdown.
+
+The registry is anything with ``alias_version`` and ``load_version`` (a
+:class:`feedback.tracking.Tracker`); every call into it blocks, so async code calls
+:meth:`PolicySource.poll` through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+from bandit.decision import Decision
+from bandit.errors import RouteBanditError
+from bandit.features import Context
+from bandit.policy import Policy
+from bandit.reward import RewardWeights
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODES = ("off", "shadow", "ab")
+
+
+class Registry(Protocol):
+    def alias_version(self, alias: str) -> int | None: ...
+
+    def load_version(self, ref: str | int) -> Policy: ...
+
+
+class PolicySource:
+    """The policy an alias points to, reloaded when the alias moves.
+
+    >>> class Fake:
+    ...     version = 1
+    ...     def alias_version(self, alias): return self.version
+    ...     def load_version(self, ref): return f"policy v{ref}"
+    >>> reg = Fake(); src = PolicySource(reg)
+    >>> src.load(), src.poll()
+    ('policy v1', None)
+    >>> reg.version = 2; src.poll(), src.version
+    ('policy v2', 2)
+    """
+
+    def __init__(self, registry: Registry, alias: str = CHAMPION) -> None:
+        self.registry = registry
+        self.alias = alias
+        self.version: int | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Policy | None:
+        """The policy the alias points to now (``None`` when the alias is unset)."""
+        with self._lock:
+            n = self.registry.alias_version(self.alias)
+            if n is None:
+                return None
+            policy = self.registry.load_version(n)
+            self.version = n
+            return policy
+
+    def poll(self) -> Policy | None:
+        """The new policy if the alias moved since the last load or poll, else ``None``."""
+        with self._lock:
+            n = self.registry.alias_version(self.alias)
+            if n is None or n == self.version:
+                return None
+            policy = self.registry.load_version(n)
+            self.version = n
+            return policy
+
+
+@dataclass(frozen=True)
+class Split:
+    """How traffic is shared between champion and challenger.
+
+    >>> ab = Split(mode="ab", percent=50.0)
+    >>> ab.arm("alice") == ab.arm("alice")      # sticky per user key
+    True
+    >>> Split(mode="ab", percent=0.0).arm("alice"), Split(mode="ab", percent=100.0).arm("bob")
+    ('champion', 'challenger')
+    """
+
+    mode: str = "off"
+    percent: float = 0.0
+    salt: str = "routebandit"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise RouteBanditError(f"split mode: must be one of {', '.join(MODES)}, "
+                                   f"got {self.mode!r}")
+        if not 0.0 <= self.percent <= 100.0:
+            raise RouteBanditError(f"split percent: must be in [0, 100], got {self.percent!r}")
+
+    def bucket(self, user_key: str) -> float:
+        """A stable number in [0, 100) for a user key."""
+        h = hashlib.sha256(f"{self.salt}:{user_key}".encode()).digest()
+        return int.from_bytes(h[:8], "big") % 10_000 / 100.0
+
+    def arm(self, user_key: str | None) -> str:
+        """The arm that serves this user: always the champion unless in ``ab`` mode.
+
+        A request without a user key is served by the champion (it cannot be sticky).
+        """
+        if self.mode != "ab" or user_key is None:
+            return CHAMPION
+        return CHALLENGER if self.bucket(user_key) < self.percent else CHAMPION
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The decision that serves the request and, in shadow mode, the one only logged."""
+
+    served: Decision
+    arm: str
+    shadow: Decision | None = None
+
+
+class Arms:
+    """Champion and challenger, routed by a :class:`Split`; swap either at any time.
+
+    Swapping replaces a reference, so a request in flight finishes with the policy it
+    started with and none is dropped.
+    """
+
+    def __init__(self, champion: Policy, challenger: Policy | None = None,
+                 split: Split | None = None) -> None:
+        self.champion = champion
+        self.challenger = challenger
+        self.split = split or Split()
+
+    def route(
+        self,
+        context: Context,
+        *,
+        user_key: str | None = None,
+        weights: RewardWeights | None = None,
+        allow: Collection[str] | None = None,
+    ) -> Routed:
+        champion, challenger, split = self.champion, self.challenger, self.split
+        if challenger is None or split.mode == "off":
+            return Routed(champion.decide(context, weights=weights, allow=allow), CHAMPION)
+        if split.mode == "shadow":
+            served = champion.decide(context, weights=weights, allow=allow)
+            shadow = challenger.decide(context, weights=weights, allow=allow)
+            return Routed(served, CHAMPION, shadow)
+        arm = split.arm(user_key)
+        policy = challenger if arm == CHALLENGER else champion
+        return Routed(policy.decide(context, weights=weights, allow=allow), arm)
+
+    def policy_for(self, decision: Decision) -> Policy:
+        """The arm's policy that made ``decision`` (by version), to learn its feedback."""
+        ch = self.challenger
+        if ch is not None and decision.policy_version == ch.version != self.champion.version:
+            return ch
+        return self.champion
+
+
+class SnapshotSchedule:
+    """Snapshot every ``every_n`` learned feedbacks or ``every_s`` seconds (if any new).
+
+    >>> s = SnapshotSchedule(every_n=100, every_s=60.0, clock=lambda: 0.0)
+    >>> s.due(99), s.due(100)
+    (False, True)
+    >>> s.mark(100); s.due(150)
+    False
+    """
+
+    def __init__(self, *, every_n: int = 1000, every_s: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_n = every_n
+        self.every_s = every_s
+        self._clock = clock
+        self._last_n = 0
+        self._last_t = clock()
+
+    def due(self, n_learned: int) -> bool:
+        new = n_learned - self._last_n
+        if new <= 0:
+            return False
+        return new >= self.every_n or self._clock() - self._last_t >= self.every_s
+
+    def mark(self, n_learned: int) -> None:
+        self._last_n = n_learned
+        self._last_t = self._clock()

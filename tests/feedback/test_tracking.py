@@ -1,0 +1,186 @@
+"""Policy versions through MLflow: round trip, registry aliases, pyfunc, evaluation."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bandit import Policy, PolicyConfig, featurize, parse_request
+from feedback import synthetic
+from feedback.training import relearn
+from feedback.versions import Arms, PolicySource, Split
+
+PROMPTS = [
+    "Write a Python function that sorts a list",
+    "Solve the equation 3x + 4 = 17",
+    "Tell me a short story about a sleepy cat",
+    "Fix this bug: def f(x): return x.reverses()",
+    "What is the integral of x^3?",
+]
+
+
+@pytest.fixture(scope="module")
+def logs() -> dict[str, list[synthetic.LoggedExample]]:
+    return {"train": synthetic.traffic(2000, seed=1), "test": synthetic.traffic(1000, seed=2)}
+
+
+@pytest.fixture(scope="module")
+def trained(logs: dict[str, list[synthetic.LoggedExample]]) -> Policy:
+    policy = Policy(synthetic.catalog(), config=PolicyConfig(exploration="epsilon"), seed=3)
+    relearn(policy, logs["train"])
+    return policy
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, logs: dict[str, list],
+          trained: Policy) -> object:
+    """A tracking store with v1 (untrained) and v2 (trained from logs)."""
+    from feedback.tracking import Tracker
+
+    tmp = tmp_path_factory.mktemp("mlflow")
+    tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
+    naive = Policy(synthetic.catalog(), seed=3)
+    v1 = tracker.log_policy_version(naive, examples=logs["test"], kind="snapshot")
+    v2 = tracker.log_policy_version(trained.clone(), examples=logs["test"], kind="train",
+                                    alias="challenger", frontier=[(0.0001, 0.4), (0.004, 0.8)])
+    assert (v1.version, v2.version) == (1, 2)
+    return tracker
+
+
+def test_importing_feedback_does_not_import_mlflow() -> None:
+    code = ("import sys, feedback.tracking, feedback.versions, feedback.training; "
+            "sys.exit('mlflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_tracking_uri_resolution(tmp_path: Path) -> None:
+    from feedback.tracking import resolve_tracking_uri
+
+    env = {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    assert resolve_tracking_uri("sqlite:///x.db", environ=env) == "sqlite:///x.db"
+    assert resolve_tracking_uri(None, environ=env) == "http://mlflow:5000"
+    assert resolve_tracking_uri(None, data_dir=tmp_path, environ={}) == (
+        f"sqlite:///{tmp_path}/mlflow.db"
+    )
+
+
+def test_a_version_round_trips_and_decides_identically(store, trained: Policy) -> None:
+    loaded = store.load_version("v2")
+    original = trained.clone()
+    assert loaded.version == "v2"
+    for prompt in PROMPTS * 4:
+        ctx = featurize(parse_request(prompt=prompt))
+        a, b = original.decide(ctx), loaded.decide(ctx)
+        assert (a.model, a.pmf) == (b.model, b.pmf)
+    assert loaded.n_learned == trained.n_learned
+
+
+def test_the_run_carries_params_metrics_and_artifacts(store) -> None:
+    v = store.show(2)
+    assert v.kind == "train" and v.aliases == ("challenger",)
+    for key in ("vw_args", "exploration", "weights.cost", "feature_version", "catalog_digest",
+                "n_learned", "parent_version"):
+        assert key in v.params, key
+    assert v.n_learned == 2000
+    for key in ("ope.ips", "ope.snips_low", "ope.dr_high", "ope.logged", "ope.quality",
+                "ope.cost_usd", "ope.latency_ms", "ope.share.large", "logged.quality"):
+        assert key in v.metrics, key
+    artifacts = {f.path for f in store.client.list_artifacts(v.run_id)}
+    assert {"policy.rbp", "catalog.yaml", "features.json", "cost_quality.png", "ope.json",
+            "frontier.json"} <= artifacts
+
+
+def test_pyfunc_predicts_the_policys_greedy_choice(store) -> None:
+    import pandas as pd
+
+    model = store.load_pyfunc("challenger")
+    policy = store.load_version("challenger")
+    frame = pd.DataFrame({"prompt": PROMPTS})
+    expected = [policy.decide(featurize(parse_request(prompt=p)), explore=False).model
+                for p in PROMPTS]
+    assert list(model.predict(frame)) == expected
+
+
+def test_a_better_candidate_scores_higher_before_promotion(store, logs) -> None:
+    store.promote(1)
+    ev = store.evaluate("challenger", logs["test"], log=True)
+    assert ev.champion is not None and ev.champion.version == 1
+    cand, champ = ev.reports["v2"], ev.reports["v1"]
+    for est in ("ips", "snips", "dr"):
+        assert getattr(cand, est).low > getattr(champ, est).high, est
+    uniform = synthetic.traffic(1, seed=0)  # noqa: F841  (the logger is uniform)
+    assert cand.logged.covers(champ.logged.value)
+    assert ev.run_id is not None
+    runs = store.runs("evaluation")
+    assert "metrics.candidate.dr" in runs.columns and len(runs) >= 1
+
+
+def test_promote_and_rollback_change_what_the_service_decides(store) -> None:
+    store.promote(1)
+    source = PolicySource(store)
+    arms = Arms(source.load())
+    assert source.version == 1 and source.poll() is None
+
+    code = featurize(parse_request(prompt="Write a Python function that sorts a list"))
+    before = {arms.route(code).served.policy_version for _ in range(3)}
+
+    v = store.promote("challenger")
+    assert v.version == 2 and "champion" in v.aliases and "challenger" not in v.aliases
+    swapped = source.poll()
+    assert swapped is not None
+    arms.champion = swapped
+    after = arms.route(code).served
+    assert before == {"v1"} and after.policy_version == "v2"
+    assert arms.champion.decide(code, explore=False).model == "coder"
+
+    assert store.rollback().version == 1
+    arms.champion = source.poll() or arms.champion
+    assert arms.route(code).served.policy_version == "v1"
+    from feedback.tracking import TrackingError
+
+    with pytest.raises(TrackingError, match="no previous champion"):
+        store.rollback()
+
+
+def test_list_show_compare(store) -> None:
+    versions = store.list_versions()
+    assert [v.version for v in versions][:2] == [2, 1]
+    rows = dict((name, (a, b)) for name, a, b in store.compare(1, 2))
+    assert rows["version"] == ("v1", "v2")
+    assert rows["kind"] == ("snapshot", "train")
+    assert float(rows["ope.dr"][1]) > float(rows["ope.dr"][0])
+    from feedback.tracking import TrackingError
+
+    with pytest.raises(TrackingError):
+        store.show("v99")
+    with pytest.raises(TrackingError, match="expected a number"):
+        store.show("latest")
+
+
+def test_ab_split_is_sticky_and_near_its_percentage() -> None:
+    split = Split(mode="ab", percent=30.0)
+    arms = [split.arm(f"user-{i}") for i in range(4000)]
+    share = arms.count("challenger") / len(arms)
+    assert 0.27 < share < 0.33
+    assert arms == [split.arm(f"user-{i}") for i in range(4000)]
+
+
+def test_shadow_mode_serves_the_champion_and_logs_the_challenger(trained: Policy) -> None:
+    champion = Policy(synthetic.catalog(), seed=1)
+    champion.set_version("v1")
+    challenger = trained.clone()
+    challenger.set_version("v2")
+    arms = Arms(champion, challenger, Split(mode="shadow"))
+    routed = arms.route(featurize(parse_request(prompt="hello")), user_key="u")
+    assert routed.arm == "champion" and routed.served.policy_version == "v1"
+    assert routed.shadow is not None and routed.shadow.policy_version == "v2"
+    assert arms.policy_for(routed.shadow) is challenger
+
+
+def test_module_exports_pyfunc_class_lazily() -> None:
+    tracking = importlib.import_module("feedback.tracking")
+    assert tracking.PolicyModel.__module__ == "feedback.tracking"
