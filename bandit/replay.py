@@ -484,7 +484,10 @@ def full_information_predictions(
     cost = np.empty((len(rows), table.n_models))
     for n, i in enumerate(rows):
         for j, spec in enumerate(catalog):
-            pred[n, j] = float(ws.predict_one(parser.parse_line(line(contexts[i], j))))
+            score = ws.predict_one(parser.parse_line(line(contexts[i], j)))
+            if not isinstance(score, (int, float)):
+                raise PolicyError(f"the regressor predicted {score!r}, not a number")
+            pred[n, j] = float(score)
             cost[n, j] = estimates.cost_usd(spec, input_tokens=contexts[i].input_tokens,
                                             max_tokens=None)
         if progress is not None:

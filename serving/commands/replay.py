@@ -264,8 +264,8 @@ def plot(result: ReplayResult, path: Path) -> None:
     curves = result.learning_curves
     cmap = colormaps["viridis"]
     for n, (w, curve) in enumerate(curves):
-        color = cmap(0.9 * n / max(1, len(curves) - 1))
-        lc.plot([c.step for c in curve], [c.mean_quality for c in curve], color=color,
+        shade = cmap(0.9 * n / max(1, len(curves) - 1))
+        lc.plot([c.step for c in curve], [c.mean_quality for c in curve], color=shade,
                 marker=".", label=f"w={w:g}")
     lc.axhline(best.quality, color="0.6", linestyle="--", linewidth=0.8,
                label=f"{best.model} on test")

@@ -32,7 +32,9 @@ def test_hull_keeps_upper_convex_non_decreasing_vertices() -> None:
     ],
     ids=["single", "same-cost", "dearer-worse", "collinear", "flat-top"],
 )
-def test_hull_edge_cases(points: list[tuple[float, float]], hull: tuple) -> None:
+def test_hull_edge_cases(
+    points: list[tuple[float, float]], hull: tuple[tuple[float, float], ...]
+) -> None:
     assert nondecreasing_hull(points) == hull
 
 

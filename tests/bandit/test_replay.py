@@ -215,7 +215,7 @@ def test_bandit_never_peeks_at_unchosen_models(table: OutcomeTable) -> None:
     reads: list[tuple[int, int]] = []
 
     def spy(a: np.ndarray) -> Spy:
-        s = a.copy().view(Spy)
+        s: Spy = a.copy().view(Spy)
         s.reads = reads
         return s
 
