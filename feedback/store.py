@@ -292,7 +292,7 @@ class Store:
         )
         seq = conn.execute(stmt).scalar_one_or_none()
         if seq is not None:
-            return FeedbackResult(FeedbackRecord(seq=seq, **values), duplicate=False)
+            return FeedbackResult(FeedbackRecord(seq=seq, **values), duplicate=False)  # type: ignore[arg-type]
         row = conn.execute(
             select(FeedbackRow).where(FeedbackRow.decision_id == fb.decision_id)
         ).one()
@@ -516,15 +516,15 @@ def _decision_values(p: PendingDecision) -> dict[str, Any]:
     }
 
 
-def _outcome_record(m: Mapping[str, Any]) -> OutcomeRecord:
+def _outcome_record(m: Any) -> OutcomeRecord:
     return OutcomeRecord(**m)
 
 
-def _feedback_record(m: Mapping[str, Any]) -> FeedbackRecord:
+def _feedback_record(m: Any) -> FeedbackRecord:
     return FeedbackRecord(**m)
 
 
-def _key_record(m: Mapping[str, Any]) -> ApiKeyRecord:
+def _key_record(m: Any) -> ApiKeyRecord:
     return ApiKeyRecord(**{k: v for k, v in m.items() if k != "key_hash"})
 
 

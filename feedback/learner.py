@@ -1,0 +1,151 @@
+"""Exactly-once learning bookkeeping.
+
+Every accepted feedback becomes exactly one ``policy.learn`` step. The policy lives in
+memory; a checkpoint saves ``policy.to_bytes()`` together with the list of feedback it
+has learned since the previous checkpoint, in one transaction. After a restart the
+learner loads the newest checkpoint and learns, in feedback order, exactly the feedback
+no checkpoint has learned (the feedback rows without a ``learn_log`` row): what the lost
+in-memory policy had learned after its last checkpoint is learned again by the restored
+one, once, and nothing is learned twice by the same lineage.
+
+The learner is synchronous and thread-safe; the service runs it off the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from bandit.errors import PolicyError
+from bandit.policy import Policy
+from feedback.records import POLICY, Checkpoint, LearnItem
+from feedback.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Learner:
+    """Owns the live policy's learning and its checkpoints.
+
+    >>> from bandit import Catalog
+    >>> store = Store("sqlite://")
+    >>> learner = Learner(store)
+    >>> policy = learner.resume(lambda: Policy(Catalog.from_dict({"models": [{"name": "a"}]})))
+    >>> learner.pending, policy.n_learned
+    (0, 0)
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 30.0,
+        keep: int = 3,
+        learn_forced: bool = True,
+    ) -> None:
+        self.store = store
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self.keep = keep
+        self.learn_forced = learn_forced
+        self._policy: Policy | None = None
+        self._lock = threading.Lock()
+        # Learned in memory since the last checkpoint: (feedback seq, error or None).
+        self._pending: list[tuple[int, str | None]] = []
+        self._pending_seqs: set[int] = set()
+        self._last_checkpoint = time.monotonic()
+        self.last_checkpoint: Checkpoint | None = None
+        self.n_learned = 0
+        self.n_failed = 0
+
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            raise PolicyError("the learner has not resumed a policy yet")
+        return self._policy
+
+    @property
+    def pending(self) -> int:
+        """Feedback learned in memory but not yet in a checkpoint."""
+        return len(self._pending)
+
+    def resume(self, make_policy: Callable[[], Policy]) -> Policy:
+        """Load the newest checkpoint (else ``make_policy()``) and learn what it lacks."""
+        cp = self.store.latest_checkpoint()
+        policy = Policy.from_bytes(cp.blob) if cp is not None and cp.blob else make_policy()
+        with self._lock:
+            self._policy = policy
+            self.last_checkpoint = cp
+            self._pending.clear()
+            self._pending_seqs.clear()
+        caught_up = self.learn_many(self.store.unlearned())
+        if caught_up:
+            log.info("learned %d feedback the last checkpoint had not", caught_up)
+            self.checkpoint("resume")
+        return policy
+
+    def learn_many(self, items: Iterable[LearnItem]) -> int:
+        """Learn each item not yet learned; returns how many were new."""
+        n = 0
+        for item in items:
+            with self._lock:
+                if item.seq in self._pending_seqs:
+                    continue
+                error = self._learn_one(item)
+                self._pending.append((item.seq, error))
+                self._pending_seqs.add(item.seq)
+            n += 1
+        return n
+
+    def _learn_one(self, item: LearnItem) -> str | None:
+        if item.kind != POLICY and not self.learn_forced:
+            return f"skipped: {item.kind} decision"
+        try:
+            self.policy.learn(item.decision, item.reward, outcome=item.outcome)
+        except PolicyError as exc:
+            # Recorded in learn_log.error (and counted) so the step is never retried.
+            self.n_failed += 1
+            log.warning("feedback %d could not be learned: %s", item.seq, exc)
+            return str(exc)[:500]
+        self.n_learned += 1
+        return None
+
+    def due(self) -> bool:
+        """Whether enough was learned, or long enough ago, to checkpoint now."""
+        if not self._pending:
+            return False
+        return (
+            len(self._pending) >= self.checkpoint_every
+            or time.monotonic() - self._last_checkpoint >= self.checkpoint_interval_s
+        )
+
+    def checkpoint(self, reason: str = "periodic") -> Checkpoint:
+        """Save the policy with the feedback learned since the last checkpoint."""
+        with self._lock:
+            policy = self.policy
+            cp = self.store.save_checkpoint(
+                blob=policy.to_bytes(),
+                policy_version=policy.version,
+                n_learned=policy.n_learned,
+                learned=list(self._pending),
+                reason=reason,
+                keep=self.keep,
+            )
+            self._pending.clear()
+            self._pending_seqs.clear()
+            self._last_checkpoint = time.monotonic()
+            self.last_checkpoint = cp
+        return cp
+
+    def swap(self, policy: Policy) -> Checkpoint:
+        """Replace the live policy and checkpoint it at once.
+
+        Feedback the old policy learned since its last checkpoint counts as learned:
+        the new policy replaces that lineage rather than relearning it.
+        """
+        with self._lock:
+            self._policy = policy
+        return self.checkpoint("swap")

@@ -1,0 +1,177 @@
+"""Group commit: the service's one writer to the store.
+
+Decisions are buffered and written every ``flush_interval_s`` (at most one second, so a
+crash loses at most the last second of decisions); outcomes and feedback wake the writer
+and are acknowledged only after their transaction commits. One writer task, one batch in
+flight: a decision is always written in the same transaction as, or an earlier one than,
+any outcome or feedback that refers to it, so ``/v1/feedback`` never misses a decision
+this process returned. Until its batch commits a decision is served from memory
+(:meth:`BatchWriter.pending`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from feedback.errors import StoreError
+from feedback.records import FeedbackInput, FeedbackResult, OutcomeRecord, PendingDecision
+from feedback.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Op:
+    item: OutcomeRecord | FeedbackInput
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        flush_interval_s: float = 0.2,
+        max_pending: int = 50_000,
+        on_flush: Any = None,
+    ) -> None:
+        if not 0 < flush_interval_s <= 1.0:
+            raise ValueError("flush_interval_s: must be in (0, 1] seconds")
+        self.store = store
+        self.flush_interval_s = flush_interval_s
+        self.max_pending = max_pending
+        self.on_flush = on_flush  # callable(n_decisions, n_ops, seconds) for metrics
+        self._decisions: deque[PendingDecision] = deque()
+        self._pending: dict[str, PendingDecision] = {}
+        self._ops: list[_Op] = []
+        self._lock = threading.Lock()
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.last_error: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="routebandit-writer")
+
+    async def stop(self) -> None:
+        """Write everything still buffered, then stop."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- producers --------------------------------------------------------------------
+    def add_decision(self, decision: PendingDecision) -> None:
+        """Buffer a decision (thread-safe, never blocks)."""
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                raise StoreError(
+                    f"decision buffer full ({self.max_pending} unwritten decisions): "
+                    f"the database is not keeping up ({self.last_error or 'slow writes'})"
+                )
+            self._pending[decision.decision_id] = decision
+            self._decisions.append(decision)
+
+    def pending(self, decision_id: str) -> PendingDecision | None:
+        """A decision returned but not yet committed, if it is one."""
+        return self._pending.get(decision_id)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending)
+
+    async def outcome(self, outcome: OutcomeRecord) -> bool:
+        result: bool = await self._submit(outcome)
+        return result
+
+    async def feedback(self, feedback: FeedbackInput) -> FeedbackResult:
+        result: FeedbackResult = await self._submit(feedback)
+        return result
+
+    async def _submit(self, item: OutcomeRecord | FeedbackInput) -> Any:
+        if self._loop is None or self._wake is None or self._stopping:
+            raise StoreError("the writer is not running")
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        with self._lock:
+            self._ops.append(_Op(item, fut))
+        self._wake.set()
+        return await fut
+
+    # -- the writer task ----------------------------------------------------------------
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+            if self._stopping:
+                await self.flush()
+                return
+
+    async def flush(self) -> None:
+        """Write one batch of everything buffered so far."""
+        with self._lock:
+            decisions = list(self._decisions)
+            self._decisions.clear()
+            ops, self._ops = self._ops, []
+        if not decisions and not ops:
+            return
+        outcomes = [op for op in ops if isinstance(op.item, OutcomeRecord)]
+        feedback = [op for op in ops if isinstance(op.item, FeedbackInput)]
+        started = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(
+                self.store.write_batch,
+                decisions=decisions,
+                outcomes=[op.item for op in outcomes],  # type: ignore[misc]
+                feedback=[op.item for op in feedback],  # type: ignore[misc]
+            )
+        except StoreError as exc:
+            self.last_error = str(exc)
+            log.error("write of %d decisions and %d operations failed: %s",
+                      len(decisions), len(ops), exc)
+            with self._lock:  # keep the decisions for the next attempt, in order
+                self._decisions.extendleft(reversed(decisions))
+            for op in ops:
+                if not op.future.done():
+                    op.future.set_exception(exc)
+            return
+        self.last_error = None
+        with self._lock:
+            for d in decisions:
+                self._pending.pop(d.decision_id, None)
+        for op, done in zip(outcomes, result.outcomes, strict=True):
+            _resolve(op.future, done)
+        for op, fb in zip(feedback, result.feedback, strict=True):
+            _resolve(op.future, fb)
+        if self.on_flush is not None:
+            self.on_flush(len(decisions), len(ops), time.perf_counter() - started)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if future.done():  # the waiting request was cancelled
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)

@@ -1,0 +1,179 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` builds the app; its lifespan owns the store (engine), the
+policy, the group-commit writer, the background learner and, when the gateway is
+installed, the upstream HTTP client. Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import Depends, FastAPI
+
+from bandit.catalog import Catalog, example_catalog_path
+from bandit.errors import PolicyError
+from bandit.policy import Policy, PolicyConfig
+from feedback.learner import Learner
+from feedback.store import Store
+from serving import errors
+from serving.auth import KeyRing, authenticate
+from serving.limits import BodyLimit
+from serving.metrics import Metrics
+from serving.routes import decisions, feedback, health, models, policy, route
+from serving.service import RouterService
+from serving.settings import Settings, SettingsError
+
+log = logging.getLogger("routebandit")
+
+DESCRIPTION = """\
+routebandit routes each prompt to the LLM a contextual bandit expects to do best under
+your reward weights (quality, cost, latency), and learns from the feedback you post.
+
+Call `POST /v1/route`, use the model it returns, then `POST /v1/feedback` with the
+`decision_id` and a score in [0, 1]. See docs/service.md.
+"""
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What start-up established before serving."""
+
+    catalog: Catalog
+    store: Store
+    dev_mode: bool
+
+
+def preflight(settings: Settings) -> Preflight:
+    """Validate everything the service needs; raise an error naming the bad setting."""
+    catalog = Catalog.load(settings.catalog or example_catalog_path())
+    if settings.policy is not None and not settings.policy.expanduser().is_file():
+        raise SettingsError(f"setting 'policy' ({settings.policy}): no such file")
+    if settings.database_url is None:
+        data_dir = settings.resolved_data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(f"setting 'data_dir' ({data_dir}): {exc.strerror}") from exc
+        if not os.access(data_dir, os.W_OK):
+            raise SettingsError(f"setting 'data_dir' ({data_dir}): not writable")
+    store = Store(settings.resolved_database_url)
+    dev_mode = store.count_api_keys() == 0
+    if dev_mode and not settings.loopback:
+        store.close()
+        raise SettingsError(
+            f"setting 'host' ({settings.host}): no API keys exist, so routebandit would run "
+            "in development mode, which only binds to 127.0.0.1. Create a key with "
+            "`routebandit keys create --tenant NAME` or use --host 127.0.0.1"
+        )
+    return Preflight(catalog=catalog, store=store, dev_mode=dev_mode)
+
+
+def _policy_factory(settings: Settings, catalog: Catalog) -> Policy:
+    if settings.policy is not None:
+        blob = settings.policy.expanduser().read_bytes()
+        try:
+            return Policy.from_bytes(blob)
+        except PolicyError as exc:
+            raise SettingsError(f"setting 'policy' ({settings.policy}): {exc}") from exc
+    return Policy(
+        catalog,
+        config=PolicyConfig(exploration=settings.exploration),
+        weights=settings.weights_for(None),
+        seed=settings.seed,
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the service for ``settings`` (validated by ``load_settings``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pre = await asyncio.to_thread(preflight, settings)
+        if pre.dev_mode:
+            log.warning(
+                "DEVELOPMENT MODE: no API keys exist, every request acts as an admin of "
+                "every tenant; bound to %s only. Create keys with `routebandit keys create`.",
+                settings.host,
+            )
+        service = RouterService(
+            store=pre.store,
+            catalog=pre.catalog,
+            profiles={n: w.reward_weights() for n, w in settings.profiles.items()},
+            default_profile=settings.default_profile,
+            learner=Learner(
+                pre.store,
+                checkpoint_every=settings.checkpoint_every,
+                checkpoint_interval_s=settings.checkpoint_interval_s,
+                learn_forced=settings.learn_forced,
+            ),
+            metrics=Metrics(),
+            store_prompts=settings.store_prompts,
+            max_prompt_chars=settings.max_prompt_chars,
+            flush_interval_s=settings.flush_interval_ms / 1000.0,
+            decision_cache_size=settings.decision_cache_size,
+        )
+        app.state.settings = settings
+        app.state.service = service
+        app.state.keyring = KeyRing(pre.store, dev_mode=pre.dev_mode)
+        async with AsyncExitStack() as stack:
+            stack.callback(pre.store.close)
+            await service.start(lambda: _policy_factory(settings, pre.catalog))
+            stack.push_async_callback(service.stop)
+            await _start_gateway(app, service, stack)
+            log.info("routebandit serving %d models, policy %s (%d learned), database %s",
+                     len(service.catalog), service.policy.version, service.policy.n_learned,
+                     pre.store.engine.url.render_as_string(hide_password=True))
+            yield
+
+    app = FastAPI(
+        title="routebandit",
+        summary="Adaptive LLM router: a contextual bandit picks the model for each prompt.",
+        description=DESCRIPTION,
+        version=_version(),
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    for module in (route, feedback, decisions, models, policy, health):
+        app.include_router(module.router)
+    _include_gateway_routes(app)
+    return app
+
+
+def _include_gateway_routes(app: FastAPI) -> None:
+    try:
+        from serving.routes import chat
+    except ImportError:  # the gateway is optional
+        return
+    app.include_router(chat.router, dependencies=[Depends(authenticate)])
+
+
+async def _start_gateway(app: FastAPI, service: RouterService, stack: AsyncExitStack) -> None:
+    try:
+        from serving.gateway import Gateway
+        from serving.upstream import Upstream, new_client
+    except ImportError:
+        return
+    client = new_client()
+    stack.push_async_callback(client.aclose)
+    gateway = Gateway(router=service, upstream=Upstream(client, env=os.environ))
+    stack.push_async_callback(gateway.aclose)
+    app.state.gateway = gateway
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("routebandit")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+__all__ = ["Preflight", "create_app", "preflight"]

@@ -1,0 +1,66 @@
+"""Prometheus metrics, one registry per app (so tests can run many apps at once)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.decisions = Counter(
+            "routebandit_decisions", "Routing decisions by chosen model and kind.",
+            ["model", "kind"], registry=r,
+        )
+        self.decision_seconds = Histogram(
+            "routebandit_decision_seconds", "Time to decide (featurize, policy, log).",
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=r,
+        )
+        self.feedback = Counter(
+            "routebandit_feedback", "Feedback received, by result.", ["result"], registry=r,
+        )
+        self.reward = Histogram(
+            "routebandit_reward", "Rewards of accepted feedback (mean = sum / count).",
+            buckets=(-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 0.9, 1.0), registry=r,
+        )
+        self.reward_mean = Gauge(
+            "routebandit_reward_mean", "Mean reward of feedback accepted by this process.",
+            registry=r,
+        )
+        self.learned = Counter(
+            "routebandit_learned", "Learning steps taken by this process.", registry=r
+        )
+        self.learn_lag = Histogram(
+            "routebandit_learn_lag_seconds", "From feedback commit to its learning step.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0), registry=r,
+        )
+        self.learn_backlog = Gauge(
+            "routebandit_learn_backlog", "Accepted feedback waiting to be learned.", registry=r
+        )
+        self.checkpoints = Counter(
+            "routebandit_checkpoints", "Policy checkpoints written.", registry=r
+        )
+        self.unwritten_decisions = Gauge(
+            "routebandit_unwritten_decisions", "Decisions buffered for the next write.",
+            registry=r,
+        )
+        self.write_seconds = Histogram(
+            "routebandit_write_seconds", "Duration of one group-commit write.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r,
+        )
+        self._reward_n = 0
+        self._reward_total = 0.0
+
+    def observe_reward(self, value: float) -> None:
+        self.reward.observe(value)
+        self._reward_n += 1
+        self._reward_total += value
+        self.reward_mean.set(self._reward_total / self._reward_n)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

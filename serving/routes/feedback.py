@@ -1,0 +1,85 @@
+"""``POST /v1/feedback``: score a decision; the reward is committed, then learned."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.auth import Principal, authenticate
+from serving.dependencies import service_of
+from serving.service import RouterService
+
+router = APIRouter(tags=["feedback"])
+
+NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+Tokens = Annotated[int, Field(strict=True, ge=0, le=100_000_000)]
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"decision_id": "6f1c3e0b9a2d4c58b7e1f0a3c2d4e5f6", "score": 0.9},
+                {"decision_id": "6f1c3e0b9a2d4c58b7e1f0a3c2d4e5f6", "score": 0.4,
+                 "latency_ms": 1830, "input_tokens": 412, "output_tokens": 958,
+                 "source": "thumbs"},
+            ]
+        },
+    )
+
+    decision_id: Annotated[str, Field(min_length=1, max_length=64)]
+    score: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)] = Field(
+        description="Quality of the answer in [0, 1]."
+    )
+    latency_ms: NonNegative | None = None
+    input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    cost_usd: NonNegative | None = Field(
+        None, description="Cost of the call; computed from the catalog when tokens are given."
+    )
+    source: Annotated[str, Field(max_length=64)] | None = Field(
+        None, description="Who scored it, e.g. `user`, `judge`."
+    )
+
+
+class FeedbackOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{
+                "decision_id": "6f1c3e0b9a2d4c58b7e1f0a3c2d4e5f6", "reward": 0.8712,
+                "score": 0.9, "cost_usd": 0.00144, "latency_ms": 900.0, "duplicate": False,
+                "feedback_seq": 42,
+            }]
+        }
+    )
+
+    decision_id: str
+    reward: float
+    score: float
+    cost_usd: float = Field(description="Cost used in the reward (measured or estimated).")
+    latency_ms: float = Field(description="Latency used in the reward.")
+    duplicate: bool = Field(description="True when this exact feedback was already stored.")
+    feedback_seq: int
+
+
+@router.post("/v1/feedback", response_model=FeedbackOut)
+async def feedback(
+    body: FeedbackIn,
+    principal: Annotated[Principal, Depends(authenticate)],
+    service: Annotated[RouterService, Depends(service_of)],
+) -> FeedbackOut:
+    """Score a decision; returns the reward it produced (idempotent)."""
+    result = await service.feedback(
+        decision_id=body.decision_id, tenant=principal.tenant, score=body.score,
+        latency_ms=body.latency_ms, input_tokens=body.input_tokens,
+        output_tokens=body.output_tokens, cost_usd=body.cost_usd, source=body.source,
+    )
+    rec = result.record
+    return FeedbackOut(
+        decision_id=rec.decision_id, reward=rec.reward, score=rec.score,
+        cost_usd=rec.reward_cost_usd, latency_ms=rec.reward_latency_ms,
+        duplicate=result.duplicate, feedback_seq=rec.seq,
+    )

@@ -1,0 +1,118 @@
+"""``POST /v1/route``: choose a model for a prompt."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from bandit.errors import RequestError
+from serving.auth import Principal, authenticate
+from serving.dependencies import service_of
+from serving.service import RouteRequest, RouterService
+
+router = APIRouter(tags=["routing"])
+
+Weight = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+
+
+class WeightsIn(BaseModel):
+    """Reward weights overriding the profile's (see docs/service.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    quality: Weight | None = None
+    cost: Weight | None = None
+    latency: Weight | None = None
+
+
+class Metadata(BaseModel):
+    """Tags: ``tenant`` (development mode only; a key fixes it), ``task``, ``user_key``."""
+
+    model_config = ConfigDict(extra="allow")
+    tenant: Annotated[str, Field(max_length=64)] | None = None
+    task: Annotated[str, Field(max_length=64)] | None = None
+    user_key: Annotated[str, Field(max_length=128)] | None = None
+
+
+class RouteIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"messages": [{"role": "user", "content": "Prove that sqrt(2) is irrational."}],
+                 "profile": "quality", "metadata": {"task": "math"}},
+                {"prompt": "Translate 'good morning' into French.",
+                 "models": ["gpt-4o-mini", "llama-3.1-8b-instruct"],
+                 "weights": {"cost": 0.1}, "max_tokens": 64},
+            ]
+        },
+    )
+
+    messages: list[dict[str, Any]] | None = Field(
+        None, description="OpenAI-style chat messages (give this or `prompt`)."
+    )
+    prompt: str | None = Field(None, description="A single user prompt.")
+    models: Annotated[list[str], Field(min_length=1, max_length=256)] | None = Field(
+        None, description="Allow-list of catalog models."
+    )
+    weights: WeightsIn | None = None
+    profile: str | None = Field(None, description="Named reward profile, e.g. `cheap`.")
+    metadata: Metadata | None = None
+    max_tokens: Annotated[int, Field(strict=True, ge=1)] | None = None
+    tools: list[Any] | None = Field(None, description="Needs a model with tool calling.")
+    response_format: dict[str, Any] | None = Field(None, description="JSON mode needs `json`.")
+
+
+class Ranked(BaseModel):
+    model: str
+    probability: float
+
+
+class RouteOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{
+                "decision_id": "6f1c3e0b9a2d4c58b7e1f0a3c2d4e5f6", "model": "gpt-4o-mini",
+                "probability": 0.81, "policy_version": "local", "feature_version": "f1",
+                "kind": "policy",
+                "ranking": [{"model": "gpt-4o-mini", "probability": 0.81},
+                            {"model": "gpt-4o", "probability": 0.19}],
+            }]
+        }
+    )
+
+    decision_id: str
+    model: str
+    probability: float
+    ranking: list[Ranked]
+    policy_version: str
+    feature_version: str
+    kind: str
+
+
+@router.post("/v1/route", response_model=RouteOut)
+async def route(
+    body: RouteIn,
+    principal: Annotated[Principal, Depends(authenticate)],
+    service: Annotated[RouterService, Depends(service_of)],
+) -> RouteOut:
+    """Choose a model for a prompt and log the decision."""
+    meta = body.metadata.model_dump(exclude_none=True) if body.metadata else {}
+    tenant = principal.tenant
+    if tenant is not None and meta.get("tenant") not in (None, tenant):
+        raise RequestError("metadata.tenant: does not match the API key's tenant")
+    weights = body.weights.model_dump(exclude_none=True) if body.weights else None
+    decision_id, d = await service.route(
+        RouteRequest(
+            messages=body.messages, prompt=body.prompt, max_tokens=body.max_tokens,
+            tools=body.tools, response_format=body.response_format, metadata=meta,
+            profile=body.profile, weights=weights,
+            allow=None if body.models is None else tuple(body.models), tenant=tenant,
+        )
+    )
+    return RouteOut(
+        decision_id=decision_id, model=d.model, probability=d.probability,
+        ranking=[Ranked(model=m, probability=p) for m, p in d.ranking],
+        policy_version=d.policy_version, feature_version=d.feature_version, kind="policy",
+    )

@@ -1,0 +1,503 @@
+"""``RouterService``: the facade every route calls; nothing else touches the policy or store.
+
+It owns the live policy (and its swap), the group-commit writer, the recent-decision
+cache and the background learner. Its two entry points for other front ends (the
+``/v1/chat/completions`` gateway) are :meth:`RouterService.route` and
+:meth:`RouterService.record_outcome`; both are coroutines that never block the event
+loop for more than a policy call (~100 us).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from bandit.catalog import Catalog, ModelSpec, parse_model
+from bandit.decision import Decision
+from bandit.errors import CatalogError, RequestError
+from bandit.features import featurize, parse_request
+from bandit.policy import Policy
+from bandit.reward import RewardWeights
+from feedback.errors import FeedbackConflictError, UnknownDecisionError
+from feedback.learner import Learner
+from feedback.models import utcnow
+from feedback.records import (
+    FORCED,
+    POLICY,
+    DecisionRecord,
+    FeedbackInput,
+    FeedbackResult,
+    LearnItem,
+    OutcomeRecord,
+    PendingDecision,
+)
+from feedback.rewards import feedback_reward
+from feedback.store import Store
+from feedback.writer import BatchWriter
+from serving.metrics import Metrics
+
+log = logging.getLogger("routebandit.service")
+
+DEFAULT_TENANT = "default"
+
+
+class RouteRequestLike(Protocol):
+    """What :meth:`RouterService.route` reads (the gateway's ``RouteRequest`` fits)."""
+
+    @property
+    def messages(self) -> Sequence[Mapping[str, Any]] | None: ...
+    @property
+    def max_tokens(self) -> int | None: ...
+    @property
+    def tools(self) -> Sequence[Any] | None: ...
+    @property
+    def response_format(self) -> Mapping[str, Any] | None: ...
+    @property
+    def metadata(self) -> Mapping[str, Any] | None: ...
+    @property
+    def profile(self) -> str | None: ...
+    @property
+    def weights(self) -> Mapping[str, float] | None: ...
+    @property
+    def allow(self) -> tuple[str, ...] | None: ...
+    @property
+    def force_model(self) -> str | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def tenant(self) -> str | None: ...
+    @property
+    def user_key(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """A routing request.
+
+    Give ``messages`` (OpenAI style) or ``prompt``. ``allow`` restricts the models,
+    ``profile`` names reward weights and ``weights`` overrides some of them.
+    ``force_model`` skips the policy (pass-through): the decision is logged with
+    probability 1 and ``kind`` (default ``forced``) so off-policy evaluation can tell
+    it apart. ``tenant`` is the authenticated tenant (``metadata.tenant`` otherwise).
+    """
+
+    messages: Sequence[Mapping[str, Any]] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    tools: Sequence[Any] | None = None
+    response_format: Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = None
+    profile: str | None = None
+    weights: Mapping[str, float] | None = None
+    allow: tuple[str, ...] | None = None
+    force_model: str | None = None
+    kind: str = POLICY
+    tenant: str | None = None
+    user_key: str | None = None
+
+
+class OutcomeLike(Protocol):
+    """What :meth:`RouterService.record_outcome` reads (the gateway's ``Outcome`` fits)."""
+
+    @property
+    def latency_ms(self) -> float | None: ...
+    @property
+    def ttft_ms(self) -> float | None: ...
+    @property
+    def input_tokens(self) -> int | None: ...
+    @property
+    def output_tokens(self) -> int | None: ...
+    @property
+    def tokens_estimated(self) -> bool: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """What an upstream call measured (for callers without the gateway's ``Outcome``)."""
+
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    tokens_estimated: bool = False
+    cost_usd: float | None = None
+    status: str = "ok"
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Recent:
+    decision: Decision
+    tenant: str
+    kind: str = POLICY
+    outcome: OutcomeRecord | None = None
+
+
+class RouterService:
+    """Decide, log, take feedback, learn (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        catalog: Catalog,
+        profiles: Mapping[str, RewardWeights],
+        default_profile: str,
+        learner: Learner | None = None,
+        metrics: Metrics | None = None,
+        store_prompts: bool = False,
+        max_prompt_chars: int = 200_000,
+        flush_interval_s: float = 0.2,
+        decision_cache_size: int = 10_000,
+    ) -> None:
+        if default_profile not in profiles:
+            raise RequestError(f"default_profile: {default_profile!r} is not a profile")
+        self.store = store
+        self.learner = learner or Learner(store)
+        self.metrics = metrics or Metrics()
+        self._catalog = catalog
+        self._profiles = dict(profiles)
+        self.default_profile = default_profile
+        self.store_prompts = store_prompts
+        self.max_prompt_chars = max_prompt_chars
+        self.writer = BatchWriter(store, flush_interval_s=flush_interval_s,
+                                  on_flush=self._on_flush)
+        self._cache_size = decision_cache_size
+        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+        self._policy: Policy | None = None
+        self._learn_q: asyncio.Queue[tuple[LearnItem, float] | None] | None = None
+        self._learn_task: asyncio.Task[None] | None = None
+        self._catalog_lock = asyncio.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self, make_policy: Callable[[], Policy]) -> None:
+        """Apply stored catalog changes, resume the policy, start writer and learner."""
+        changes = await asyncio.to_thread(self.store.catalog_changes)
+        self._catalog = apply_changes(self._catalog, changes)
+        policy = await asyncio.to_thread(self.learner.resume, make_policy)
+        policy.set_catalog(self._catalog)
+        self._policy = policy
+        self.writer.start()
+        self._learn_q = asyncio.Queue()
+        self._learn_task = asyncio.create_task(self._learn_loop(), name="routebandit-learner")
+
+    async def stop(self) -> None:
+        """Learn what is queued, write what is buffered, checkpoint."""
+        if self._learn_q is not None and self._learn_task is not None:
+            self._learn_q.put_nowait(None)
+            await self._learn_task
+            self._learn_task = None
+        await self.writer.stop()
+        if self._policy is not None and self.learner.pending:
+            await asyncio.to_thread(self.learner.checkpoint, "shutdown")
+            self.metrics.checkpoints.inc()
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._policy is not None
+            and self.writer.running
+            and self._learn_task is not None
+            and not self._learn_task.done()
+        )
+
+    @property
+    def has_policy(self) -> bool:
+        return self._policy is not None
+
+    @property
+    def learn_backlog(self) -> int:
+        return 0 if self._learn_q is None else self._learn_q.qsize()
+
+    # -- what it serves -------------------------------------------------------------------
+    @property
+    def policy(self) -> Policy:
+        if self._policy is None:
+            raise RuntimeError("RouterService.start() has not run")
+        return self._policy
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    @property
+    def profiles(self) -> Sequence[str]:
+        return tuple(self._profiles)
+
+    def weights_for(
+        self, profile: str | None, overrides: Mapping[str, Any] | None
+    ) -> RewardWeights:
+        name = profile or self.default_profile
+        if name not in self._profiles:
+            raise RequestError(
+                f"profile: unknown profile {name!r} (profiles: {', '.join(self._profiles)})"
+            )
+        return self._profiles[name].override(overrides)
+
+    # -- route ----------------------------------------------------------------------------
+    async def route(self, request: RouteRequestLike) -> tuple[str, Decision]:
+        """Choose a model and log the decision; returns ``(decision_id, decision)``.
+
+        Raises :class:`~bandit.errors.RequestError` (bad input, unknown model or
+        profile) and :class:`~bandit.errors.NoEligibleModelError` (nothing fits).
+        The decision is written within ``flush_interval_s``; until then feedback,
+        outcomes and the audit view find it in memory.
+        """
+        started = time.perf_counter()
+        prompt = getattr(request, "prompt", None)
+        tenant = request.tenant or _meta(request.metadata, "tenant") or DEFAULT_TENANT
+        metadata = {**(request.metadata or {}), "tenant": tenant}
+        req = parse_request(
+            messages=request.messages, prompt=prompt, max_tokens=request.max_tokens,
+            tools=request.tools, response_format=request.response_format, metadata=metadata,
+        )
+        if req.total_chars > self.max_prompt_chars:
+            field = "prompt" if prompt is not None else "messages"
+            raise RequestError(
+                f"{field}: the prompt has {req.total_chars} characters, more than the "
+                f"limit of {self.max_prompt_chars}"
+            )
+        weights = self.weights_for(request.profile, request.weights)
+        context = featurize(req)
+        policy = self.policy
+        if request.force_model is not None:
+            kind = request.kind if request.kind != POLICY else FORCED
+            decision = self._forced(policy, request.force_model, context, weights)
+        else:
+            kind = POLICY
+            allow = None if request.allow is None else list(request.allow)
+            decision = policy.decide(context, weights=weights, allow=allow)
+        decision_id = uuid.uuid4().hex
+        self.writer.add_decision(
+            PendingDecision(
+                decision_id=decision_id, decision=decision, tenant=tenant,
+                created_at=utcnow(),
+                user_key=request.user_key or _meta(request.metadata, "user_key", "user"),
+                task=_meta(request.metadata, "task"), kind=kind,
+                prompt_text=_prompt_text(req.system, req.turns) if self.store_prompts else None,
+            )
+        )
+        self._remember(decision_id, _Recent(decision, tenant, kind))
+        self.metrics.decisions.labels(decision.model, kind).inc()
+        self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        return decision_id, decision
+
+    def _forced(self, policy: Policy, model: str, context: Any, weights: RewardWeights) -> Decision:
+        if model not in self._catalog:
+            raise RequestError(
+                f"model: unknown model {model!r} (catalog has: {', '.join(self._catalog.names)})"
+            )
+        actions = policy.actions_for(context, weights=weights, allow=[model])
+        return Decision(
+            model=model, index=0, probability=1.0, pmf=((model, 1.0),),
+            policy_version=policy.version, feature_version=context.feature_version,
+            weights=weights, context=context, actions=actions, explored=False,
+        )
+
+    # -- outcomes, feedback, audit ---------------------------------------------------------
+    async def record_outcome(self, decision_id: str, outcome: OutcomeLike) -> None:
+        """Store what the upstream call measured; the first outcome of a decision wins.
+
+        Awaits the commit. Raises :class:`~feedback.errors.UnknownDecisionError`.
+        """
+        record = OutcomeRecord(
+            decision_id=decision_id, created_at=utcnow(), latency_ms=outcome.latency_ms,
+            ttft_ms=outcome.ttft_ms, input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens, tokens_estimated=outcome.tokens_estimated,
+            cost_usd=outcome.cost_usd, status=outcome.status, error=outcome.error,
+        )
+        stored = await self.writer.outcome(record)
+        recent = self._recent.get(decision_id)
+        if stored and recent is not None and recent.outcome is None:
+            self._recent[decision_id] = replace(recent, outcome=record)
+
+    async def feedback(
+        self,
+        *,
+        decision_id: str,
+        tenant: str | None,
+        score: float,
+        latency_ms: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cost_usd: float | None = None,
+        source: str | None = None,
+    ) -> FeedbackResult:
+        """Turn a score into a reward, commit it, queue its learning step.
+
+        Idempotent: the same feedback again returns the stored result with
+        ``duplicate=True`` and is not learned again. ``tenant=None`` (development
+        mode) may give feedback on any decision. Raises ``UnknownDecisionError``
+        (also for another tenant's decision), ``FeedbackConflictError`` and
+        ``RequestError``.
+        """
+        recent = await self._lookup(decision_id, tenant)
+        r = feedback_reward(
+            recent.decision, catalog=self._catalog, score=score, latency_ms=latency_ms,
+            input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
+            outcome=recent.outcome,
+        )
+        result = await self.writer.feedback(
+            FeedbackInput(
+                decision_id=decision_id, tenant=recent.tenant, score=score, reward=r.value,
+                reward_cost_usd=r.cost_usd, reward_latency_ms=r.latency_ms,
+                latency_ms=latency_ms, input_tokens=input_tokens,
+                output_tokens=output_tokens, cost_usd=cost_usd, source=source,
+            )
+        )
+        if result.duplicate:
+            self.metrics.feedback.labels("duplicate").inc()
+            return result
+        self.metrics.feedback.labels("accepted").inc()
+        self.metrics.observe_reward(result.record.reward)
+        item = LearnItem(seq=result.record.seq, decision=recent.decision,
+                         reward=result.record.reward, outcome=r.measured, kind=recent.kind)
+        if self._learn_q is not None:
+            self._learn_q.put_nowait((item, time.perf_counter()))
+            self.metrics.learn_backlog.set(self._learn_q.qsize())
+        return result
+
+    async def default_quality(self, decision_id: str, quality: float) -> None:
+        """Feedback with ``source="default"`` unless the decision already has feedback."""
+        with contextlib.suppress(FeedbackConflictError):
+            await self.feedback(decision_id=decision_id, tenant=None, score=quality,
+                                source="default")
+
+    async def get_decision(self, decision_id: str, tenant: str | None) -> DecisionRecord:
+        """The audit view of a decision (with outcome and feedback)."""
+        if self.writer.pending(decision_id) is not None:
+            await self.writer.flush()
+        record = await asyncio.to_thread(self.store.get_decision, decision_id, tenant=tenant)
+        if record is None:
+            raise UnknownDecisionError(decision_id)
+        return record
+
+    async def _lookup(self, decision_id: str, tenant: str | None) -> _Recent:
+        recent = self._recent.get(decision_id)
+        if recent is None:
+            pending = self.writer.pending(decision_id)
+            if pending is not None:
+                recent = _Recent(pending.decision, pending.tenant, pending.kind)
+            else:
+                record = await asyncio.to_thread(self.store.get_decision, decision_id)
+                if record is not None:
+                    recent = _Recent(record.decision, record.tenant, record.kind, record.outcome)
+        if recent is None or (tenant is not None and recent.tenant != tenant):
+            raise UnknownDecisionError(decision_id)
+        return recent
+
+    def _remember(self, decision_id: str, recent: _Recent) -> None:
+        if self._cache_size <= 0:
+            return
+        self._recent[decision_id] = recent
+        if len(self._recent) > self._cache_size:
+            self._recent.popitem(last=False)
+
+    # -- catalog and policy ----------------------------------------------------------------
+    async def add_model(self, spec: ModelSpec) -> ModelSpec:
+        """Add (or replace) a model; it is scored by its features from its next request."""
+        async with self._catalog_lock:
+            catalog = self._catalog.with_model(spec)
+            await asyncio.to_thread(self.store.set_catalog_change, spec.name, spec.to_dict())
+            self.policy.set_catalog(catalog)
+            self._catalog = catalog
+        return spec
+
+    async def remove_model(self, name: str) -> None:
+        """Remove a model (``KeyError`` if unknown, ``CatalogError`` if it is the last)."""
+        async with self._catalog_lock:
+            catalog = self._catalog.without(name)
+            await asyncio.to_thread(self.store.set_catalog_change, name, None)
+            self.policy.set_catalog(catalog)
+            self._catalog = catalog
+
+    async def swap_policy(self, policy: Policy) -> None:
+        """Serve ``policy`` from now on (with the live catalog) and checkpoint it."""
+        policy.set_catalog(self._catalog)
+        await asyncio.to_thread(self.learner.swap, policy)
+        self._policy = policy
+        self.metrics.checkpoints.inc()
+
+    async def checkpoint(self) -> None:
+        await asyncio.to_thread(self.learner.checkpoint, "admin")
+        self.metrics.checkpoints.inc()
+
+    # -- background learning ---------------------------------------------------------------
+    async def _learn_loop(self) -> None:
+        assert self._learn_q is not None
+        q = self._learn_q
+        timeout = max(0.05, min(self.learner.checkpoint_interval_s, 5.0))
+        stopping = False
+        while not stopping:
+            batch: list[tuple[LearnItem, float]] = []
+            try:
+                first = await asyncio.wait_for(q.get(), timeout=timeout)
+            except asyncio.TimeoutError:
+                first = None
+            else:
+                if first is None:
+                    stopping = True
+                else:
+                    batch.append(first)
+            while not q.empty() and len(batch) < 512:
+                nxt = q.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    continue
+                batch.append(nxt)
+            if batch:
+                n = await asyncio.to_thread(self.learner.learn_many, [i for i, _ in batch])
+                now = time.perf_counter()
+                for _, queued in batch:
+                    self.metrics.learn_lag.observe(now - queued)
+                self.metrics.learned.inc(n)
+                self.metrics.learn_backlog.set(q.qsize())
+            if self.learner.due():
+                await asyncio.to_thread(self.learner.checkpoint, "periodic")
+                self.metrics.checkpoints.inc()
+
+    def _on_flush(self, n_decisions: int, n_ops: int, seconds: float) -> None:
+        self.metrics.write_seconds.observe(seconds)
+        self.metrics.unwritten_decisions.set(self.writer.buffered)
+
+
+def apply_changes(
+    catalog: Catalog, changes: Collection[tuple[str, Mapping[str, Any] | None]]
+) -> Catalog:
+    """The file catalog with the run-time additions and removals stored in the database."""
+    for name, spec in changes:
+        if spec is None:
+            if name in catalog and len(catalog) > 1:
+                catalog = catalog.without(name)
+        else:
+            try:
+                catalog = catalog.with_model(parse_model(spec, f"catalog_changes[{name}]"))
+            except CatalogError as exc:
+                log.warning("ignoring a stored catalog change: %s", exc)
+    return catalog
+
+
+def _meta(metadata: Mapping[str, Any] | None, *keys: str) -> str | None:
+    for key in keys:
+        value = (metadata or {}).get(key)
+        if value is not None and value != "":
+            return str(value)[:128]
+    return None
+
+
+def _prompt_text(system: str, turns: Sequence[tuple[str, str]]) -> str:
+    parts = ([f"system: {system}"] if system else []) + [f"{r}: {t}" for r, t in turns]
+    return "\n\n".join(parts)

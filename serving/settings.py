@@ -1,0 +1,200 @@
+"""Service settings: flags > ``ROUTEBANDIT_*`` environment > config file > defaults.
+
+The config file (TOML or YAML) is named by ``--config`` or ``ROUTEBANDIT_CONFIG``; its
+keys are the field names below. Everything is validated at start-up and an error names
+the bad setting, e.g. ``setting 'port' (--port / ROUTEBANDIT_PORT): Input should be
+less than or equal to 65535``.
+
+The data directory defaults to ``~/.routebandit`` (per user, independent of the working
+directory, so ``routebandit serve`` finds the same database wherever it is started).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from bandit.errors import RouteBanditError
+from bandit.policy import EXPLORATIONS
+from bandit.reward import RewardWeights
+
+ENV_PREFIX = "ROUTEBANDIT_"
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("routebandit_config_file", default=None)
+
+
+class SettingsError(RouteBanditError, ValueError):
+    """A setting is invalid; the message names it."""
+
+
+class Weights(BaseModel):
+    """Reward weights (see :mod:`bandit.reward`): quality, cost per $0.001, latency per s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quality: float = Field(1.0, ge=0, allow_inf_nan=False)
+    cost: float = Field(0.02, ge=0, allow_inf_nan=False)
+    latency: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+    def reward_weights(self) -> RewardWeights:
+        return RewardWeights(quality=self.quality, cost=self.cost, latency=self.latency)
+
+
+DEFAULT_PROFILES = {
+    "quality": Weights(quality=1.0, cost=0.002, latency=0.0),
+    "balanced": Weights(quality=1.0, cost=0.02, latency=0.02),
+    "cheap": Weights(quality=1.0, cost=0.2, latency=0.0),
+}
+
+
+class Settings(BaseSettings):
+    """Everything ``routebandit serve`` can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", env_nested_delimiter="__", frozen=True
+    )
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    data_dir: Path = Field(Path("~/.routebandit"), description="Database and state directory.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default SQLite at <data_dir>/routebandit.db."
+    )
+    catalog: Path | None = Field(None, description="Model catalog YAML; default the example.")
+    policy: Path | None = Field(
+        None, description="Saved policy to start from when the database has no checkpoint."
+    )
+    seed: int = Field(0, description="Seed of a fresh policy's exploration.")
+    exploration: str = Field("squarecb", description="Exploration of a fresh policy.")
+    profiles: dict[str, Weights] = Field(default_factory=lambda: dict(DEFAULT_PROFILES))
+    default_profile: str = Field("balanced", description="Profile used when none is given.")
+    store_prompts: bool = Field(False, description="Store raw prompt text with decisions.")
+    flush_interval_ms: int = Field(
+        200, ge=1, le=1000, description="Decision write-behind interval (<= 1 s)."
+    )
+    checkpoint_every: int = Field(1000, ge=1, description="Checkpoint after this many learns.")
+    checkpoint_interval_s: float = Field(30.0, gt=0, description="...or this often.")
+    learn_forced: bool = Field(True, description="Learn from forced (pass-through) decisions.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body (413).")
+    max_prompt_chars: int = Field(200_000, ge=1, description="Longest prompt (422).")
+    decision_cache_size: int = Field(10_000, ge=0, description="Recent decisions in memory.")
+    log_level: str = Field("info", description="Logging level.")
+
+    @field_validator("exploration")
+    @classmethod
+    def _exploration(cls, value: str) -> str:
+        if value not in EXPLORATIONS:
+            raise ValueError(f"must be one of {', '.join(EXPLORATIONS)}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("critical", "error", "warning", "info", "debug"):
+            raise ValueError("must be one of critical, error, warning, info, debug")
+        return value
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, value: dict[str, Weights]) -> dict[str, Weights]:
+        for name, w in value.items():
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"profile name {name!r}: use letters, digits, - and _")
+            if w.quality == w.cost == w.latency == 0:
+                raise ValueError(f"profile {name!r}: at least one weight must be positive")
+        return {**DEFAULT_PROFILES, **value}  # configured profiles add to the defaults
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _CONFIG_FILE.get()
+        if path is None:
+            return (init_settings, env_settings)
+        if path.suffix.lower() == ".toml":
+            source: PydanticBaseSettingsSource = TomlConfigSettingsSource(settings_cls, path)
+        else:
+            source = YamlConfigSettingsSource(settings_cls, path)
+        return (init_settings, env_settings, source)
+
+    # -- derived ---------------------------------------------------------------------
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'routebandit.db'}"
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def weights_for(self, profile: str | None) -> RewardWeights:
+        name = profile or self.default_profile
+        return self.profiles[name].reward_weights()
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate settings; ``overrides`` (flags) win over env and the file.
+
+    Raises :class:`SettingsError` naming the bad setting.
+    """
+    path_raw = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    path = Path(path_raw).expanduser() if path_raw else None
+    if path is not None and not path.is_file():
+        raise SettingsError(f"setting 'config' ({path}): no such file")
+    token = _CONFIG_FILE.set(path)
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from exc
+    except (ValueError, OSError) as exc:  # unreadable or malformed config file
+        raise SettingsError(f"setting 'config' ({path}): {exc}") from exc
+    finally:
+        _CONFIG_FILE.reset(token)
+    if settings.default_profile not in settings.profiles:
+        raise SettingsError(
+            f"setting 'default_profile': {settings.default_profile!r} is not a profile "
+            f"(profiles: {', '.join(sorted(settings.profiles))})"
+        )
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        top = str(err["loc"][0]) if err["loc"] else ""
+        flag = f"--{top.replace('_', '-')} / " if top in _FLAGS else ""
+        parts.append(f"setting '{loc}' ({flag}{ENV_PREFIX}{top.upper()}): {err['msg']}")
+    return "; ".join(parts)
+
+
+# Settings that also have a command-line flag (for error messages).
+_FLAGS = frozenset({"host", "port", "catalog", "data_dir", "database_url", "policy",
+                    "log_level"})
