@@ -87,6 +87,9 @@ class Router(Protocol):
 
     async def default_quality(self, decision_id: str, quality: float) -> None: ...
 
+    async def feedback(self, *, decision_id: str, tenant: str | None, score: float,
+                       source: str | None = None) -> Any: ...
+
 
 @dataclass(frozen=True)
 class GatewayConfig:
@@ -102,6 +105,8 @@ class GatewayConfig:
     cache_ttl_s: float = 3600.0
     default_quality: float | None = None
     default_quality_delay_s: float = 600.0
+    # Quality fed back for a failed call (error) or a rejected cascade answer; None: none.
+    failure_quality: float | None = 0.0
 
 
 class GatewayError(RouteBanditError):
@@ -554,9 +559,18 @@ class Gateway:
             status=status,
             error=error,
         )
-        self._spawn(self.router.record_outcome(call.decision_id, outcome))
+        self._spawn(self._store(call.decision_id, outcome))
         if status == "ok" and self.config.default_quality is not None:
             self._schedule_default(call.decision_id, self.config.default_quality)
+
+    async def _store(self, decision_id: str, outcome: Outcome) -> None:
+        await self.router.record_outcome(decision_id, outcome)
+        # A failure is itself an outcome the policy learns from: quality 0 for that model.
+        # (A client error or a client that went away says nothing about the model.)
+        if outcome.status in ("error", "rejected") and self.config.failure_quality is not None:
+            await self.router.feedback(decision_id=decision_id, tenant=None,
+                                       score=self.config.failure_quality,
+                                       source=f"gateway:{outcome.status}")
 
     def _schedule_default(self, decision_id: str, quality: float) -> None:
         loop = asyncio.get_running_loop()

@@ -1,16 +1,53 @@
-"""``POST /v1/chat/completions`` and ``GET /v1/models`` in OpenAI's format."""
+"""``POST /v1/chat/completions``: the OpenAI-compatible gateway (errors in OpenAI's format).
+
+The router's lifespan builds the :class:`~serving.gateway.Gateway` on the app's
+``RouterService`` (``app.state.service``) and owns the upstream httpx client; an app
+that already put a gateway on ``app.state.gateway`` (tests) keeps its own.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from bandit.errors import RouteBanditError
 from serving.gateway import Answer, Gateway, GatewayError, UpstreamRejected
+from serving.gateway_settings import GatewaySettings
+from serving.upstream import Upstream, new_client
 
-router = APIRouter(tags=["openai"])
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    if getattr(app.state, "gateway", None) is not None:
+        yield
+        return
+    settings = getattr(getattr(app.state, "settings", None), "gateway", None)
+    gs = settings if isinstance(settings, GatewaySettings) else GatewaySettings()
+    client = new_client(timeouts=gs.timeouts(), max_connections=gs.max_connections)
+    gateway = Gateway(router=app.state.service,
+                      upstream=Upstream(client, env=os.environ, timeouts=gs.timeouts()),
+                      config=gs.config())
+    app.state.gateway = gateway
+    try:
+        yield
+    finally:
+        await gateway.aclose()
+        await client.aclose()
+        app.state.gateway = None
+
+
+router = APIRouter(tags=["openai"], lifespan=lifespan)
+
+# routebandit's error kinds (serving.errors) in OpenAI's vocabulary
+_OPENAI_TYPES = {401: "invalid_request_error", 403: "invalid_request_error",
+                 404: "invalid_request_error", 409: "invalid_request_error",
+                 413: "invalid_request_error", 422: "invalid_request_error"}
 
 
 def openai_error(status_code: int, message: str, *, type: str = "invalid_request_error",
@@ -21,20 +58,32 @@ def openai_error(status_code: int, message: str, *, type: str = "invalid_request
                                    "code": code}}, status_code=status_code, headers=headers)
 
 
-def gateway_of(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+def _service_error(exc: Exception) -> JSONResponse:
+    from serving.errors import error_response
+
+    status, body = error_response(exc)
+    err = body["error"]
+    code = {401: "invalid_api_key"}.get(status, err.get("type"))
+    return openai_error(status, err["message"], code=code, param=err.get("field"),
+                        type=_OPENAI_TYPES.get(status, "server_error"))
 
 
-def _tenant(request: Request) -> str | None:
-    # The auth dependency (serving/auth.py) stores the caller's tenant on request.state.
-    tenant = getattr(request.state, "tenant", None)
-    return tenant if isinstance(tenant, str) else None
+async def _principal(request: Request) -> None:
+    # Authenticate like every other route (tenant on request.state); apps without a key
+    # ring (tests of the gateway alone) serve everyone.
+    if getattr(request.app.state, "keyring", None) is not None:
+        from serving.auth import authenticate
+
+        await authenticate(request)
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> Response:
     """Route a Chat Completions request to a model, forward it and measure the call."""
+    try:
+        await _principal(request)
+    except RouteBanditError as exc:
+        return _service_error(exc)
     raw = await request.body()
     try:
         body: Any = json.loads(raw)
@@ -44,39 +93,19 @@ async def chat_completions(request: Request) -> Response:
     if not isinstance(body, dict):
         return openai_error(400, "The request body must be a JSON object.",
                             code="invalid_json")
-    gateway = gateway_of(request)
+    gateway: Gateway = request.app.state.gateway
     try:
-        answer = await gateway.chat(body, tenant=_tenant(request),
+        answer = await gateway.chat(body, tenant=getattr(request.state, "tenant", None),
                                     user_key=getattr(request.state, "user_key", None))
     except GatewayError as exc:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
     except UpstreamRejected as exc:
         return Response(exc.body, status_code=exc.status_code, headers=exc.headers,
                         media_type=exc.headers.get("content-type", "application/json"))
+    except RouteBanditError as exc:  # the service's own (store unavailable, policy, ...)
+        return _service_error(exc)
     if isinstance(answer, Answer):
         return Response(answer.body, media_type="application/json", headers=answer.headers)
     return StreamingResponse(answer.events, media_type="text/event-stream",
                              headers={**answer.headers, "cache-control": "no-cache",
                                       "x-accel-buffering": "no"})
-
-
-def models_list(gateway: Gateway) -> dict[str, Any]:
-    """``auto``, ``auto:<profile>`` and the catalog as OpenAI model objects; catalog
-    entries carry their details under ``routebandit``."""
-    data: list[dict[str, Any]] = [
-        {"id": "auto", "object": "model", "created": 0, "owned_by": "routebandit"}]
-    for name in gateway.router.profiles:
-        data.append({"id": f"auto:{name}", "object": "model", "created": 0,
-                     "owned_by": "routebandit"})
-    for spec in gateway.router.catalog:
-        details = spec.to_dict()
-        details.pop("name", None)
-        data.append({"id": spec.name, "object": "model", "created": 0,
-                     "owned_by": spec.provider_name, "routebandit": details})
-    return {"object": "list", "data": data}
-
-
-@router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    """List ``auto``, the reward profiles and the catalog in OpenAI's format."""
-    return models_list(gateway_of(request))

@@ -20,6 +20,7 @@ class StubRouter:
     routes: list[tuple[str, RouteRequest]] = field(default_factory=list)
     outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
     defaults: list[tuple[str, float]] = field(default_factory=list)
+    feedbacks: list[tuple[str, float, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)
@@ -47,6 +48,10 @@ class StubRouter:
 
     async def default_quality(self, decision_id: str, quality: float) -> None:
         self.defaults.append((decision_id, quality))
+
+    async def feedback(self, *, decision_id: str, tenant: str | None, score: float,
+                       source: str | None = None) -> None:
+        self.feedbacks.append((decision_id, score, source))
 
     def kinds(self) -> list[tuple[str, str, str]]:
         """(decision id, kind, model) per route call, in order."""

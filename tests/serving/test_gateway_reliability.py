@@ -64,6 +64,8 @@ def test_failover_to_next_ranked_model(stack: Stack, failure: object) -> None:
     assert expected in (failed.error or "")
     [ok] = stack.outcomes(second_id)
     assert ok.model == "mid" and ok.status == "ok"
+    # the failure is fed back as quality 0 for the model that failed, and only for it
+    assert stack.router.feedbacks == [(first_id, 0.0, "gateway:error")]
 
 
 def test_stream_fails_over_before_first_chunk(stack: Stack) -> None:
@@ -191,6 +193,7 @@ def test_cascade_escalates_when_the_answer_fails_a_check(
     assert rejected.status == "rejected" and rejected.error == f"cascade check: {answer}"
     assert rejected.cost_usd > 0  # the rejected answer was still paid for
     assert stack.outcomes(decision_id)[0].status == "ok"
+    assert stack.router.feedbacks == [(kinds[0][0], 0.0, "gateway:rejected")]
     # the routebandit extension is not forwarded upstream
     assert "routebandit" not in stack.fakes["cheap"].log.requests[-1]
 

@@ -1,0 +1,420 @@
+"""Benchmark the gateway against a fake OpenAI-compatible upstream, all on 127.0.0.1.
+
+One run measures, with the same upstream and the same load generator:
+
+* added latency at concurrency 1: routebandit vs calling the upstream directly (p50, p99),
+  requests interleaved one by one so drift hits both sides alike;
+* throughput at concurrency 32 of routebandit (routing and logging included), of a bare
+  FastAPI + httpx pass-through with no routing, and of the LiteLLM proxy (one worker)
+  when it is installed (``--litellm PATH``, in its own virtualenv, never the project's).
+
+Targets (issue 4): added p50 <= 2 ms and p99 <= 10 ms; throughput >= 0.7x the bare
+pass-through and >= 5x LiteLLM.
+
+    python benchmarks/bench_gateway.py --litellm /tmp/litellm-venv/bin/litellm
+
+Every server is its own process (uvicorn, one worker, uvloop + httptools where present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BODY = {
+    "model": "auto",
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Explain in two sentences why the sky is blue, and "
+                                    "mention Rayleigh scattering."},
+    ],
+    "max_tokens": 64,
+}
+ANSWER = ("The sky looks blue because air molecules scatter short blue wavelengths of "
+          "sunlight far more than red ones. This is Rayleigh scattering.")
+
+
+# -- servers (each run in a subprocess with --serve) -------------------------------------
+def upstream_app() -> Any:
+    """A minimal, fast OpenAI-compatible upstream (raw ASGI), so it is never the bottleneck."""
+    words = ANSWER.split(" ")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        req = json.loads(body) if body else {}
+        prompt = sum(3 + len(str(m.get("content", "")).split())
+                     for m in req.get("messages", []))
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(words),
+                 "total_tokens": prompt + len(words)}
+        model = req.get("model", "fake")
+        base = {"id": "chatcmpl-bench", "created": int(time.time()), "model": model}
+        if not req.get("stream"):
+            out = json.dumps({**base, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": ANSWER}}]}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(out)).encode())]})
+            await send({"type": "http.response.body", "body": out})
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        for i, w in enumerate(words):
+            chunk = {**base, "object": "chat.completion.chunk", "choices": [
+                {"index": 0, "delta": {"content": w if i == 0 else " " + w},
+                 "finish_reason": None}]}
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": b"data: " + json.dumps(chunk).encode() + b"\n\n"})
+        tail = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+        await send({"type": "http.response.body", "more_body": True,
+                    "body": b"data: " + json.dumps(tail).encode() + b"\n\ndata: [DONE]\n\n"})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def bare_app(upstream: str) -> Any:
+    """The baseline: FastAPI + httpx forwarding the body, no routing, no measuring."""
+    from contextlib import asynccontextmanager
+
+    import httpx
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    state: dict[str, httpx.AsyncClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        state["client"] = httpx.AsyncClient(limits=limits, timeout=60)
+        yield
+        await state["client"].aclose()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        body = json.loads(await request.body())
+        body["model"] = "fake"
+        r = await state["client"].post(f"{upstream}/chat/completions",
+                                       content=json.dumps(body).encode(),
+                                       headers={"content-type": "application/json"})
+        return Response(r.content, status_code=r.status_code, media_type="application/json")
+
+    return app
+
+
+def catalog_yaml(upstream: str) -> str:
+    return (
+        "models:\n"
+        f"  - {{name: small, base_url: '{upstream}', upstream_model: fake,"
+        " input_price: 0.15, output_price: 0.6, latency_ms: 500}\n"
+        f"  - {{name: large, base_url: '{upstream}', upstream_model: fake,"
+        " input_price: 2.5, output_price: 10.0, latency_ms: 900}\n"
+    )
+
+
+def gateway_app(upstream: str, workdir: str) -> Any:
+    """routebandit as deployed: ``create_app(settings)`` with its store and policy."""
+    catalog = Path(workdir) / "catalog.yaml"
+    catalog.write_text(catalog_yaml(upstream))
+    from serving.app import create_app
+    from serving.settings import load_settings
+
+    settings = load_settings(catalog=str(catalog), data_dir=workdir, log_level="warning")
+    return create_app(settings)
+
+
+def serve(kind: str, port: int, upstream: str, workdir: str) -> None:
+    import uvicorn
+
+    sys.path.insert(0, str(ROOT))
+    if kind == "upstream":
+        app = upstream_app()
+    elif kind == "bare":
+        app = bare_app(upstream)
+    else:
+        app = gateway_app(upstream, workdir)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- processes ---------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], port: int, ready_path: str,
+                 env: dict[str, str] | None = None, timeout: float = 120.0) -> None:
+        self.name, self.port = name, port
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log",
+                                               delete=False)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})},
+                                     start_new_session=True)
+        self._wait(ready_path, timeout)
+
+    def _wait(self, path: str, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log.name}")
+            try:
+                httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=1.0)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not start within {timeout:.0f}s "
+                           f"(see {self.log.name})")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def start_self(kind: str, upstream: str, workdir: str) -> Proc:
+    port = free_port()
+    args = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port",
+            str(port), "--upstream", upstream, "--workdir", workdir]
+    return Proc(kind, args, port, "/")
+
+
+def start_litellm(binary: str, upstream: str, workdir: str) -> Proc:
+    port = free_port()
+    config = Path(workdir) / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: auto\n"
+        "    litellm_params:\n"
+        "      model: openai/fake\n"
+        f"      api_base: {upstream}\n"
+        "      api_key: sk-bench\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+        "  drop_params: true\n"
+    )
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+           "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
+    return Proc("litellm", [binary, "--config", str(config), "--host", "127.0.0.1",
+                            "--port", str(port), "--num_workers", "1"],
+                port, "/health/liveliness", env=env, timeout=180.0)
+
+
+# -- load ---------------------------------------------------------------------------------
+def _client_factory(concurrency: int) -> Callable[[], Any]:
+    try:
+        import aiohttp
+    except ImportError:  # fall back to httpx (slower, so it flatters every target alike)
+        aiohttp = None
+
+    payload = json.dumps(BODY).encode()
+
+    if aiohttp is not None:
+        class AioClient:
+            def __init__(self) -> None:
+                self.session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=concurrency * 2),
+                    headers={"content-type": "application/json",
+                             "authorization": "Bearer sk-bench"})
+
+            async def post(self, url: str) -> int:
+                async with self.session.post(url, data=payload) as r:
+                    await r.read()
+                    return r.status
+
+            async def close(self) -> None:
+                await self.session.close()
+
+        return AioClient
+
+    import httpx
+
+    class HttpxClient:
+        def __init__(self) -> None:
+            self.client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=concurrency * 2),
+                headers={"content-type": "application/json",
+                         "authorization": "Bearer sk-bench"}, timeout=60)
+
+        async def post(self, url: str) -> int:
+            r = await self.client.post(url, content=payload)
+            return r.status_code
+
+        async def close(self) -> None:
+            await self.client.aclose()
+
+    return HttpxClient
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
+
+
+async def latency(direct: str, gateway: str, n: int, warmup: int) -> dict[str, float]:
+    client = _client_factory(1)()
+    try:
+        for _ in range(warmup):
+            await client.post(direct), await client.post(gateway)
+        d, g = [], []
+        for _ in range(n):
+            for url, out in ((direct, d), (gateway, g)):
+                t = time.perf_counter()
+                status = await client.post(url)
+                out.append((time.perf_counter() - t) * 1000)
+                if status != 200:
+                    raise RuntimeError(f"{url} answered {status}")
+    finally:
+        await client.close()
+    return {
+        "direct_p50_ms": pct(d, 50), "direct_p99_ms": pct(d, 99),
+        "gateway_p50_ms": pct(g, 50), "gateway_p99_ms": pct(g, 99),
+        "added_p50_ms": pct(g, 50) - pct(d, 50), "added_p99_ms": pct(g, 99) - pct(d, 99),
+    }
+
+
+async def throughput(url: str, concurrency: int, duration: float, warmup: float) -> float:
+    client = _client_factory(concurrency)()
+    done = errors = 0
+    counting = False
+    stop_at = time.perf_counter() + warmup + duration
+
+    async def worker() -> None:
+        nonlocal done, errors
+        while time.perf_counter() < stop_at:
+            status = await client.post(url)
+            if counting:
+                if status == 200:
+                    done += 1
+                else:
+                    errors += 1
+
+    async def clock() -> None:
+        nonlocal counting
+        await asyncio.sleep(warmup)
+        counting = True
+
+    try:
+        await asyncio.gather(clock(), *(worker() for _ in range(concurrency)))
+    finally:
+        await client.close()
+    if errors:
+        raise RuntimeError(f"{url}: {errors} failed requests under load")
+    return done / duration
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = tempfile.mkdtemp(prefix="rb-bench-")
+    procs: list[Proc] = []
+    out: dict[str, Any] = {"concurrency": args.concurrency, "duration_s": args.duration}
+    try:
+        up = start_self("upstream", "", workdir)
+        procs.append(up)
+        upstream = f"http://127.0.0.1:{up.port}/v1"
+        gw = start_self("gateway", upstream, workdir)
+        bare = start_self("bare", upstream, workdir)
+        procs += [gw, bare]
+        lite = None
+        if args.litellm and Path(args.litellm).exists():
+            lite = start_litellm(args.litellm, upstream, workdir)
+            procs.append(lite)
+        else:
+            out["litellm"] = f"skipped: LiteLLM proxy not found at {args.litellm!r}"
+
+        def url(p: Proc) -> str:
+            return f"http://127.0.0.1:{p.port}/v1/chat/completions"
+
+        def go(coro: Awaitable[Any]) -> Any:
+            return asyncio.run(coro)  # type: ignore[arg-type]
+
+        out["latency_c1"] = go(latency(f"{upstream}/chat/completions", url(gw),
+                                       args.requests, args.warmup_requests))
+        rps: dict[str, list[float]] = {"gateway": [], "bare": [], "litellm": []}
+        for _ in range(args.rounds):
+            for name, p in (("bare", bare), ("gateway", gw), ("litellm", lite)):
+                if p is not None:
+                    rps[name].append(go(throughput(url(p), args.concurrency, args.duration,
+                                                   args.warmup)))
+        tp = {k: sum(v) / len(v) for k, v in rps.items() if v}
+        out["throughput_rps"] = tp
+        out["throughput_rounds"] = {k: v for k, v in rps.items() if v}
+        out["ratio_vs_bare"] = tp["gateway"] / tp["bare"]
+        if "litellm" in tp:
+            out["ratio_vs_litellm"] = tp["gateway"] / tp["litellm"]
+        lat = out["latency_c1"]
+        out["targets"] = {
+            "added_p50<=2ms": lat["added_p50_ms"] <= 2.0,
+            "added_p99<=10ms": lat["added_p99_ms"] <= 10.0,
+            "vs_bare>=0.7": out["ratio_vs_bare"] >= 0.7,
+            "vs_litellm>=5": out.get("ratio_vs_litellm", float("nan")) >= 5.0
+            if "ratio_vs_litellm" in out else "skipped",
+        }
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", choices=("upstream", "bare", "gateway"))
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--upstream", default="")
+    parser.add_argument("--workdir", default="")
+    parser.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm",
+                        help="the litellm CLI of a separate virtualenv")
+    parser.add_argument("--requests", type=int, default=2000, help="per side, concurrency 1")
+    parser.add_argument("--warmup-requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.upstream, args.workdir)
+        return
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

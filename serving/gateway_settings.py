@@ -1,0 +1,53 @@
+"""Settings of the OpenAI-compatible gateway (``ROUTEBANDIT_GATEWAY_*``).
+
+Validated at start-up like the service's settings. The app's lifespan uses
+``settings.gateway`` when the service settings carry one, else reads these from the
+environment.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.gateway import GatewayConfig
+from serving.upstream import Timeouts
+
+
+class GatewaySettings(BaseSettings):
+    """Failover, cooldown, cascade, cache and default-quality knobs of the gateway."""
+
+    model_config = SettingsConfigDict(env_prefix="ROUTEBANDIT_GATEWAY_", extra="forbid",
+                                      frozen=True)
+
+    max_attempts: int = Field(3, ge=1, le=10, description="Models tried per request.")
+    deadline_s: float = Field(60.0, gt=0, description="Total time for all attempts.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connecting to an upstream.")
+    read_timeout_s: float = Field(120.0, gt=0, description="Between two bytes from upstream.")
+    cooldown_failures: int = Field(3, ge=1, description="Consecutive failures to cool down.")
+    cooldown_s: float = Field(30.0, ge=0, description="First cooldown; doubles per failed probe.")
+    cascade_profiles: frozenset[str] = Field(
+        frozenset(), description="Profiles (auto:<profile>) served in cascade mode.")
+    cache: bool = Field(False, description="Exact-match cache for temperature-0 requests.")
+    cache_max_entries: int = Field(1024, ge=1)
+    cache_ttl_s: float = Field(3600.0, gt=0)
+    default_quality: float | None = Field(
+        None, ge=0, le=1, description="Quality applied when no feedback arrives in time.")
+    default_quality_delay_s: float = Field(600.0, gt=0)
+    failure_quality: float | None = Field(
+        0.0, ge=0, le=1, description="Quality fed back for a failed or rejected call.")
+    max_connections: int = Field(512, ge=1, description="Upstream connection pool size.")
+
+    def config(self) -> GatewayConfig:
+        return GatewayConfig(
+            max_attempts=self.max_attempts, deadline_s=self.deadline_s,
+            cooldown_failures=self.cooldown_failures, cooldown_s=self.cooldown_s,
+            cascade_profiles=frozenset(self.cascade_profiles), cache=self.cache,
+            cache_max_entries=self.cache_max_entries, cache_ttl_s=self.cache_ttl_s,
+            default_quality=self.default_quality,
+            default_quality_delay_s=self.default_quality_delay_s,
+            failure_quality=self.failure_quality,
+        )
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts(connect=self.connect_timeout_s, read=self.read_timeout_s)
