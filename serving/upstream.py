@@ -138,6 +138,10 @@ class Upstream:
         self._env = env
         self._timeout = (timeouts or Timeouts()).httpx()
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self._client
+
     def _target(self, spec: ModelSpec) -> tuple[str, dict[str, str]]:
         if not spec.base_url:
             raise UpstreamConfigError(f"{spec.name}: the catalog gives it no base_url",

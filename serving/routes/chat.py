@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -24,22 +24,28 @@ from serving.upstream import Upstream, new_client
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    if getattr(app.state, "gateway", None) is not None:
+    # Runs inside the app's lifespan, once ``app.state.service`` exists. A gateway the
+    # app built already keeps its upstream client; this one adds the gateway settings.
+    service = getattr(app.state, "service", None)
+    if service is None:  # an app that brings its own gateway (tests of the gateway alone)
         yield
         return
-    settings = getattr(getattr(app.state, "settings", None), "gateway", None)
-    gs = settings if isinstance(settings, GatewaySettings) else GatewaySettings()
-    client = new_client(timeouts=gs.timeouts(), max_connections=gs.max_connections)
-    gateway = Gateway(router=app.state.service,
-                      upstream=Upstream(client, env=os.environ, timeouts=gs.timeouts()),
-                      config=gs.config())
-    app.state.gateway = gateway
-    try:
+    configured = getattr(getattr(app.state, "settings", None), "gateway", None)
+    gs = configured if isinstance(configured, GatewaySettings) else GatewaySettings()
+    previous: Gateway | None = getattr(app.state, "gateway", None)
+    async with AsyncExitStack() as stack:
+        if previous is not None:
+            client = previous.upstream.client  # closed by whoever opened it
+        else:
+            client = new_client(timeouts=gs.timeouts(), max_connections=gs.max_connections)
+            stack.push_async_callback(client.aclose)
+        gateway = Gateway(router=service,
+                          upstream=Upstream(client, env=os.environ, timeouts=gs.timeouts()),
+                          config=gs.config())
+        stack.push_async_callback(gateway.aclose)
+        app.state.gateway = gateway
         yield
-    finally:
-        await gateway.aclose()
-        await client.aclose()
-        app.state.gateway = None
+        app.state.gateway = previous
 
 
 router = APIRouter(tags=["openai"], lifespan=lifespan)
@@ -71,7 +77,8 @@ def _service_error(exc: Exception) -> JSONResponse:
 async def _principal(request: Request) -> None:
     # Authenticate like every other route (tenant on request.state); apps without a key
     # ring (tests of the gateway alone) serve everyone.
-    if getattr(request.app.state, "keyring", None) is not None:
+    if (getattr(request.app.state, "keyring", None) is not None
+            and getattr(request.state, "principal", None) is None):
         from serving.auth import authenticate
 
         await authenticate(request)
