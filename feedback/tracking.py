@@ -625,7 +625,7 @@ def _policy_params(meta: Mapping[str, Any]) -> dict[str, Any]:
         "catalog_digest": meta["catalog_digest"],
         "catalog_models": ",".join(m["name"] for m in meta["catalog"]["models"]),
         "n_learned": meta["n_learned"],
-        "parent_version": meta.get("version") or "",
+        "parent_version": _parent(meta),
         "seed": meta["seed"],
     }
     for k, v in cfg.items():
@@ -633,6 +633,15 @@ def _policy_params(meta: Mapping[str, Any]) -> dict[str, Any]:
     for k, v in meta["weights"].items():
         out[f"weights.{k}"] = v
     return out
+
+
+def _parent(meta: Mapping[str, Any]) -> str:
+    # A policy loaded from vN and learning since is vN's child; a policy that was given
+    # a working name (``train``, ``local``) names its parent itself.
+    version = str(meta.get("version") or "")
+    if version_number(version) is not None:
+        return version
+    return str(meta.get("parent") or "")
 
 
 def _feature_config(meta: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,9 @@ from bandit.errors import RouteBanditError
 COMMAND_MODULES = (
     "serving.commands.serve",
     "serving.commands.replay",
+    "serving.commands.train",
+    "serving.commands.evaluate",
+    "serving.commands.policy",
 )
 
 
