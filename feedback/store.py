@@ -12,10 +12,11 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
@@ -65,7 +66,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _make_engine(url: str) -> Engine:
+    # orjson: decision payloads are the bulk of what the service writes.
+    json_args: dict[str, Any] = {"json_serializer": _json_dumps,
+                                 "json_deserializer": orjson.loads}
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         memory = u.database in (None, "", ":memory:")
@@ -75,10 +83,11 @@ def _make_engine(url: str) -> Engine:
             u,
             connect_args={"check_same_thread": False, "timeout": 10},
             **({"poolclass": StaticPool} if memory else {"pool_size": 8, "max_overflow": 8}),
+            **json_args,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=8, **json_args)
 
 
 @dataclass
@@ -149,6 +158,16 @@ class Store:
                     yield conn
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+
+    @property
+    def _ph(self) -> str:
+        return "?" if self.dialect == "sqlite" else "%s"
+
+    def _ts(self, value: datetime) -> Any:
+        """A timestamp as the driver takes it (SQLite: SQLAlchemy's naive UTC text)."""
+        if self.dialect == "sqlite":
+            return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value
 
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
@@ -248,7 +267,11 @@ class Store:
         """
         result = BatchResult()
         with self._conn(write=True) as conn:
-            if decisions:
+            if decisions and self.dialect == "sqlite":
+                # The hot path of /v1/route: straight to the driver, values pre-encoded.
+                conn.exec_driver_sql(_SQLITE_INSERT_DECISION,
+                                     [_sqlite_decision_row(d) for d in decisions])
+            elif decisions:
                 conn.execute(self._insert(DecisionRow), [_decision_values(d) for d in decisions])
             for out in outcomes:
                 result.outcomes.append(self._outcome_one(conn, out))
@@ -257,22 +280,28 @@ class Store:
         return result
 
     def _outcome_one(self, conn: Connection, out: OutcomeRecord) -> bool | StoreError:
-        exists = conn.execute(
-            select(DecisionRow.id).where(DecisionRow.id == out.decision_id)
+        ph = self._ph
+        exists = conn.exec_driver_sql(
+            f"SELECT 1 FROM decisions WHERE id = {ph}", (out.decision_id,)
         ).first()
         if exists is None:
             return UnknownDecisionError(out.decision_id)
-        stmt = self._insert(OutcomeRow).values(
-            decision_id=out.decision_id, created_at=out.created_at, latency_ms=out.latency_ms,
-            ttft_ms=out.ttft_ms, input_tokens=out.input_tokens, output_tokens=out.output_tokens,
-            tokens_estimated=out.tokens_estimated, cost_usd=out.cost_usd, status=out.status,
-            error=out.error,
-        ).on_conflict_do_nothing(index_elements=["decision_id"])
-        return bool(conn.execute(stmt).rowcount)
+        row = (out.decision_id, self._ts(out.created_at), out.latency_ms, out.ttft_ms,
+               out.input_tokens, out.output_tokens, out.tokens_estimated, out.cost_usd,
+               out.status, out.error)
+        res = conn.exec_driver_sql(
+            f"INSERT INTO outcomes ({', '.join(_OUTCOME_COLUMNS)}) VALUES "
+            f"({', '.join(ph for _ in _OUTCOME_COLUMNS)}) "
+            "ON CONFLICT (decision_id) DO NOTHING",
+            row,
+        )
+        return bool(res.rowcount)
 
     def _feedback_one(self, conn: Connection, fb: FeedbackInput) -> FeedbackResult | StoreError:
-        owner = conn.execute(
-            select(DecisionRow.tenant).where(DecisionRow.id == fb.decision_id)
+        # Plain driver SQL: built-per-call SQLAlchemy statements cost ~1 ms each here.
+        ph = self._ph
+        owner = conn.exec_driver_sql(
+            f"SELECT tenant FROM decisions WHERE id = {ph}", (fb.decision_id,)
         ).scalar_one_or_none()
         if owner is None or owner != fb.tenant:
             return UnknownDecisionError(fb.decision_id)
@@ -284,13 +313,13 @@ class Store:
             "reward": fb.reward, "reward_cost_usd": fb.reward_cost_usd,
             "reward_latency_ms": fb.reward_latency_ms,
         }
-        stmt = (
-            self._insert(FeedbackRow)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["decision_id"])
-            .returning(FeedbackRow.seq)
-        )
-        seq = conn.execute(stmt).scalar_one_or_none()
+        row = tuple(self._ts(now) if c == "created_at" else values[c] for c in _FEEDBACK_COLUMNS)
+        seq = conn.exec_driver_sql(
+            f"INSERT INTO feedback ({', '.join(_FEEDBACK_COLUMNS)}) VALUES "
+            f"({', '.join(ph for _ in _FEEDBACK_COLUMNS)}) "
+            "ON CONFLICT (decision_id) DO NOTHING RETURNING seq",
+            row,
+        ).scalar_one_or_none()
         if seq is not None:
             return FeedbackResult(FeedbackRecord(seq=seq, **values), duplicate=False)  # type: ignore[arg-type]
         row = conn.execute(
@@ -507,13 +536,37 @@ class Store:
 
 def _decision_values(p: PendingDecision) -> dict[str, Any]:
     d = p.decision
+    payload = d.to_dict()  # once: the columns below reuse its parts
     return {
         "id": p.decision_id, "created_at": p.created_at, "tenant": p.tenant,
         "user_key": p.user_key, "task": p.task, "kind": p.kind, "arm": p.arm,
-        "model": d.model, "probability": d.probability, "pmf": [[m, q] for m, q in d.pmf],
+        "model": d.model, "probability": d.probability, "pmf": payload["pmf"],
         "policy_version": d.policy_version, "feature_version": d.feature_version,
-        "weights": d.weights.to_dict(), "payload": d.to_dict(), "prompt_text": p.prompt_text,
+        "weights": payload["weights"], "payload": payload, "prompt_text": p.prompt_text,
     }
+
+
+_DECISION_COLUMNS = ("id", "created_at", "tenant", "user_key", "task", "kind", "arm", "model",
+                     "probability", "pmf", "policy_version", "feature_version", "weights",
+                     "payload", "prompt_text")
+_OUTCOME_COLUMNS = ("decision_id", "created_at", "latency_ms", "ttft_ms", "input_tokens",
+                    "output_tokens", "tokens_estimated", "cost_usd", "status", "error")
+_FEEDBACK_COLUMNS = ("decision_id", "tenant", "created_at", "score", "latency_ms",
+                     "input_tokens", "output_tokens", "cost_usd", "source", "reward",
+                     "reward_cost_usd", "reward_latency_ms")
+_SQLITE_INSERT_DECISION = (
+    f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _DECISION_COLUMNS)})"
+)
+
+
+def _sqlite_decision_row(p: PendingDecision) -> tuple[Any, ...]:
+    # Same encodings as SQLAlchemy's SQLite types: naive-UTC ISO text, JSON text.
+    v = _decision_values(p)
+    v["created_at"] = p.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    for name in ("pmf", "weights", "payload"):
+        v[name] = _json_dumps(v[name])
+    return tuple(v[c] for c in _DECISION_COLUMNS)
 
 
 def _outcome_record(m: Any) -> OutcomeRecord:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fastapi import Depends, FastAPI
 
 from bandit.catalog import Catalog, example_catalog_path
-from bandit.errors import PolicyError
+from bandit.errors import CatalogError, PolicyError
 from bandit.policy import Policy, PolicyConfig
 from feedback.learner import Learner
 from feedback.store import Store
@@ -51,7 +51,10 @@ class Preflight:
 
 def preflight(settings: Settings) -> Preflight:
     """Validate everything the service needs; raise an error naming the bad setting."""
-    catalog = Catalog.load(settings.catalog or example_catalog_path())
+    try:
+        catalog = Catalog.load(settings.catalog or example_catalog_path())
+    except CatalogError as exc:
+        raise SettingsError(f"setting 'catalog' (--catalog / ROUTEBANDIT_CATALOG): {exc}") from exc
     if settings.policy is not None and not settings.policy.expanduser().is_file():
         raise SettingsError(f"setting 'policy' ({settings.policy}): no such file")
     if settings.database_url is None:

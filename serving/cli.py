@@ -17,6 +17,7 @@ from bandit.errors import RouteBanditError
 # Modules providing subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "serving.commands.serve",
+    "serving.commands.keys",
     "serving.commands.replay",
     "serving.commands.train",
     "serving.commands.evaluate",

@@ -8,11 +8,11 @@ from serving.service import RouterService
 from serving.settings import Settings
 
 
-def service_of(request: Request) -> RouterService:
+async def service_of(request: Request) -> RouterService:
     service: RouterService = request.app.state.service
     return service
 
 
-def settings_of(request: Request) -> Settings:
+async def settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings

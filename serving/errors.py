@@ -81,7 +81,9 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any]]:
         errors = [_validation_item(e) for e in exc.errors()]
         first = errors[0] if errors else {"field": None, "message": "invalid request"}
         status, kind, field = 422, "invalid_request", first["field"]
-        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        message = str(first["message"])
+        if first["field"]:
+            message = f"{first['field']}: {message}"
         extra = {"errors": errors}
     elif isinstance(exc, StarletteHTTPException):
         status, kind = exc.status_code, _KINDS.get(exc.status_code, "error")

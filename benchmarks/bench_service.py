@@ -1,0 +1,249 @@
+"""Decision-service benchmark: ``POST /v1/route`` against a bare FastAPI + VW endpoint,
+p99 at 32 connections, and ``POST /v1/feedback`` per second on SQLite.
+
+Both servers run as one uvicorn worker each on 127.0.0.1, one at a time, with the same
+request; the load generator is ``wrk`` (``apt-get install -y wrk``). Every phase is
+bounded in time.
+
+    python benchmarks/bench_service.py [--duration 10] [--connections 32]
+
+Targets (issue 3): route >= 0.6x the bare endpoint's requests/s, p99 <= 25 ms at 32
+connections; feedback >= 1,000/s sustained with SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = ("How do I reverse a linked list in Python without recursion? Please explain the "
+          "idea first and then show a short, well commented implementation.")
+ROUTE_BODY = json.dumps({"messages": [{"role": "user", "content": PROMPT}]})
+
+ROUTE_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%(body)s]]
+local out = nil
+function setup(thread) thread:set("id", tostring(thread)) end
+function init(args)
+  if args[1] then out = io.open(args[1] .. "." .. id, "w") end
+end
+function response(status, headers, body)
+  if out and status == 200 then
+    local d = body:match('"decision_id":"(%%x+)"')
+    if d then out:write(d, "\\n") end
+  end
+end
+"""
+
+FEEDBACK_LUA = """
+local ids = {}
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do ids[#ids + 1] = line end
+end
+function request()
+  i = i + 1
+  if i > #ids then i = 1 end
+  local body = '{"decision_id":"' .. ids[i] .. '","score":0.75,"latency_ms":820,' ..
+               '"input_tokens":40,"output_tokens":300}'
+  return wrk.format("POST", "/v1/feedback", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+# -- the bare baseline --------------------------------------------------------------------
+def bare_app() -> Any:
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    from bandit import Catalog, Policy, example_catalog_path, featurize, parse_request
+
+    policy = Policy(Catalog.load(example_catalog_path()), seed=0)
+    app = FastAPI()
+
+    class Body(BaseModel):
+        messages: list[dict[str, Any]] | None = None
+        prompt: str | None = None
+
+    async def route(body: Body) -> dict[str, Any]:
+        d = policy.decide(featurize(parse_request(messages=body.messages, prompt=body.prompt)))
+        return {"model": d.model, "probability": d.probability}
+
+    route.__annotations__ = {"body": Body, "return": dict}  # a local class: resolve now
+    app.post("/v1/route")(route)
+    return app
+
+
+def serve(kind: str, port: int, data_dir: str) -> None:
+    import logging
+
+    import uvicorn
+
+    if kind == "bare":
+        app = bare_app()
+    else:
+        from serving.app import create_app
+        from serving.settings import load_settings
+
+        logging.basicConfig(level=logging.WARNING)
+        app = create_app(load_settings(data_dir=data_dir, port=port, log_level="warning"))
+    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning",
+                access_log=False)
+
+
+# -- orchestration ------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(kind: str, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--data-dir", data_dir],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"{kind} server did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wrk(url: str, script: str, *, connections: int, duration: float, threads: int = 1,
+        args: list[str] | None = None) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency",
+           "--timeout", "5s", "-s", f.name, url]
+    if args:
+        cmd += ["--", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    os.unlink(f.name)
+    return parse_wrk(out)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    res: dict[str, float] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    if "errors" in out and not m:
+        raise SystemExit(out)
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)\b", out)
+        if m:
+            res[f"p{pct}_ms"] = _ms(m.group(1), m.group(2))
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["errors"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"Socket errors: .*", out)
+    if m:
+        res["socket_errors"] = float(sum(int(x) for x in re.findall(r"\d+", m.group(0))))
+    return res
+
+
+def count_feedback(data_dir: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(Path(data_dir) / "routebandit.db") as conn:
+        return int(conn.execute("select count(*) from feedback").fetchone()[0])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--serve", choices=("bare", "service"), help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.data_dir)
+        return 0
+    if shutil.which("wrk") is None:
+        raise SystemExit("needs wrk on PATH (apt-get install -y wrk)")
+    c, dur = args.connections, args.duration
+    route_lua = ROUTE_LUA % {"body": ROUTE_BODY}
+    results: dict[str, Any] = {"connections": c, "duration_s": dur, "cpus": os.cpu_count()}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start("bare", tmp)
+        try:
+            wrk(f"http://127.0.0.1:{port}/v1/route", route_lua, connections=c, duration=2)
+            results["bare"] = wrk(f"http://127.0.0.1:{port}/v1/route", route_lua,
+                                  connections=c, duration=dur)
+        finally:
+            stop(proc)
+
+        ids = str(Path(tmp) / "ids")
+        proc, port = start("service", tmp)
+        try:
+            wrk(f"http://127.0.0.1:{port}/v1/route", route_lua, connections=c, duration=2)
+            results["route"] = wrk(f"http://127.0.0.1:{port}/v1/route", route_lua,
+                                   connections=c, duration=dur, args=[ids])
+            with open(ids, "w") as all_ids:
+                for part in Path(tmp).glob("ids.*"):
+                    all_ids.write(part.read_text())
+            n_ids = sum(1 for _ in open(ids))
+            time.sleep(1.0)  # let the last decisions flush
+            before = count_feedback(tmp)
+            t0 = time.monotonic()
+            fb = wrk(f"http://127.0.0.1:{port}/v1/feedback", FEEDBACK_LUA, connections=c,
+                     duration=dur, args=[ids])
+            elapsed = time.monotonic() - t0
+            stored = count_feedback(tmp) - before
+            fb["decision_ids"] = n_ids
+            fb["stored"] = stored
+            fb["stored_per_s"] = stored / min(elapsed, dur)
+            results["feedback"] = fb
+        finally:
+            stop(proc)
+
+    bare, route, fb = results["bare"], results["route"], results["feedback"]
+    ratio = route["rps"] / bare["rps"] if bare["rps"] else 0.0
+    results["route_vs_bare"] = ratio
+    print(json.dumps(results, indent=2))
+    print()
+    print(f"bare FastAPI+VW     : {bare['rps']:8.0f} req/s  p99 {bare.get('p99_ms', 0):6.2f} ms")
+    print(f"POST /v1/route      : {route['rps']:8.0f} req/s  p99 {route.get('p99_ms', 0):6.2f} ms"
+          f"  ({ratio:.2f}x bare; target >= 0.60x, p99 <= 25 ms)")
+    print(f"POST /v1/feedback   : {fb['rps']:8.0f} req/s  p99 {fb.get('p99_ms', 0):6.2f} ms"
+          f"  ({fb['stored']} new feedback stored, {fb['stored_per_s']:.0f}/s; target >= 1000/s)")
+    ok = ratio >= 0.6 and route.get("p99_ms", 1e9) <= 25 and fb["stored_per_s"] >= 1000
+    print("targets met" if ok else "targets NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
