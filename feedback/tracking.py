@@ -417,6 +417,36 @@ class Tracker:
                         mlflow.log_figure(fig, "cost_quality.png")
             return str(run.info.run_id)
 
+    def log_replay(self, doc: Mapping[str, Any], *, run_name: str | None = None) -> str:
+        """Log one ``routebandit replay`` result (its ``--json`` document) as a run.
+
+        Params: the replay configuration; metrics: the headline numbers of the bandit
+        and of every baseline (``<baseline>.<metric>``); artifacts: the document, the
+        bandit's frontier and a cost-quality plot. Returns the run id.
+        """
+        params = _flatten(doc.get("config", {}), "replay.")
+        params.update({f"data.{k}": v for k, v in doc.get("data", {}).items()
+                       if isinstance(v, (str, int, float))})
+        metrics: dict[str, float] = {}
+        for key in _HEADLINES:
+            if isinstance(doc.get(key), (int, float)):
+                metrics[key] = float(doc[key])
+        best = doc.get("best_single") or {}
+        for key in ("quality", "cost_per_prompt"):
+            if isinstance(best.get(key), (int, float)):
+                metrics[f"best_single.{key}"] = float(best[key])
+        for name, base in (doc.get("baselines") or {}).items():
+            for key in _HEADLINES:
+                if isinstance(base.get(key), (int, float)):
+                    metrics[f"{name}.{key}"] = float(base[key])
+        frontier = [(float(p["cost_per_prompt"]), float(p["quality"]))
+                    for p in doc.get("frontier", [])]
+        run_id = self.log_run(kind="replay", params=params, metrics=metrics,
+                              frontier=frontier, run_name=run_name)
+        with _translated():
+            self.client.log_dict(run_id, dict(doc), "replay.json")
+        return run_id
+
     # -- the registry ---------------------------------------------------------------
     def _model_version(self, ref: str | int) -> ModelVersion:
         with _translated():
@@ -614,6 +644,20 @@ class Tracker:
 
 
 # -- helpers ------------------------------------------------------------------------
+
+
+_HEADLINES = ("cost_pct_for_95", "cost_pct_for_98", "quality_pct_at_10", "quality_pct_at_30",
+              "aiq", "elapsed_seconds")
+
+
+def _flatten(raw: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _policy_params(meta: Mapping[str, Any]) -> dict[str, Any]:

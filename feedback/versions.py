@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bandit.decision import Decision
 from bandit.errors import RouteBanditError
@@ -54,10 +54,13 @@ class PolicySource:
     ('policy v2', 2)
     """
 
-    def __init__(self, registry: Registry, alias: str = CHAMPION) -> None:
+    def __init__(self, registry: Registry, alias: str = CHAMPION, *,
+                 current: int | None = None) -> None:
         self.registry = registry
         self.alias = alias
-        self.version: int | None = None
+        # ``current``: the version already serving (e.g. resumed from a checkpoint of
+        # ``v3``), so the first poll does not reload it and lose what it learned since.
+        self.version: int | None = current
         self._lock = threading.Lock()
 
     def load(self) -> Policy | None:
@@ -167,6 +170,24 @@ class Arms:
         return self.champion
 
 
+def serving_version(policy: Policy) -> int | None:
+    """The registered version a live policy descends from (``v3`` -> 3), if any.
+
+    >>> from bandit.catalog import Catalog
+    >>> p = Policy(Catalog.from_dict({"models": [{"name": "a"}]}))
+    >>> p.set_version("v3"); serving_version(p)
+    3
+    """
+    v = policy.version
+    return int(v[1:]) if v[:1] == "v" and v[1:].isdigit() else None
+
+
+class Logger(Protocol):
+    def log_policy_version(self, policy: Policy, *, examples: Sequence[Any] = (),
+                           kind: str = "snapshot",
+                           params: Mapping[str, Any] | None = None) -> Any: ...
+
+
 class SnapshotSchedule:
     """Snapshot every ``every_n`` learned feedbacks or ``every_s`` seconds (if any new).
 
@@ -191,6 +212,46 @@ class SnapshotSchedule:
             return False
         return new >= self.every_n or self._clock() - self._last_t >= self.every_s
 
+    def pending(self, n_learned: int) -> bool:
+        """Whether anything was learned since the last snapshot."""
+        return n_learned > self._last_n
+
     def mark(self, n_learned: int) -> None:
         self._last_n = n_learned
         self._last_t = self._clock()
+
+
+class Snapshotter:
+    """Logs a copy of the live policy as a ``snapshot`` version when the schedule says so.
+
+    ``examples()`` returns the window to score the snapshot on (e.g. the decisions since
+    the previous snapshot: the live policy has learned them, so those estimates are
+    in-sample and optimistic; ``routebandit evaluate`` on later traffic is the honest
+    check). Calls block on MLflow: run them in a thread.
+    """
+
+    def __init__(self, tracker: Logger, *, schedule: SnapshotSchedule | None = None,
+                 examples: Callable[[], Sequence[Any]] = tuple) -> None:
+        self.tracker = tracker
+        self.schedule = schedule or SnapshotSchedule()
+        self.examples = examples
+        self._lock = threading.Lock()
+
+    def maybe(self, policy: Policy) -> Any:
+        """Snapshot if due; return the new version or ``None``."""
+        if not self.schedule.due(policy.n_learned):
+            return None
+        return self.snapshot(policy)
+
+    def snapshot(self, policy: Policy, *, reason: str = "schedule") -> Any:
+        """Snapshot now (e.g. on shutdown) unless nothing was learned since the last one."""
+        with self._lock:
+            copy = policy.clone()  # the live policy keeps serving and learning meanwhile
+            n = copy.n_learned
+            if not self.schedule.pending(n) or (reason == "schedule" and not self.schedule.due(n)):
+                return None
+            version = self.tracker.log_policy_version(
+                copy, examples=self.examples(), kind="snapshot",
+                params={"snapshot.reason": reason})
+            self.schedule.mark(copy.n_learned)
+            return version

@@ -27,6 +27,12 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     tracker.log_policy_version(trained, examples=held_out, kind="replay", alias="challenger",
                                frontier=[(0.0001, 0.45), (0.0008, 0.7), (0.004, 0.83)])
     tracker.evaluate("challenger", held_out)
+    tracker.log_replay({
+        "config": {"seed": 0, "cost_weights": [0.0, 0.1], "exploration": "squarecb"},
+        "frontier": [{"cost_weight": 0.0, "quality": 0.8, "cost_per_prompt": 0.004},
+                     {"cost_weight": 0.1, "quality": 0.6, "cost_per_prompt": 0.0005}],
+        "aiq": 0.71, "cost_pct_for_95": 35.0, "baselines": {"random": {"aiq": 0.5}},
+    }, run_name="replay squarecb")
     return uri
 
 
@@ -53,4 +59,5 @@ def test_the_notebook_executes_against_a_fresh_store(
     assert tracking_uri in joined
     assert "v1" in joined and "v2" in joined and "challenger" in joined
     assert "coder" in joined  # a traffic-share column
+    assert "replay squarecb" in joined and "metrics.random.aiq" in joined
     assert not list(tmp_path.glob("mlruns")), "the notebook must not write to the CWD"

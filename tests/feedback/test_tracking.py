@@ -184,3 +184,35 @@ def test_shadow_mode_serves_the_champion_and_logs_the_challenger(trained: Policy
 def test_module_exports_pyfunc_class_lazily() -> None:
     tracking = importlib.import_module("feedback.tracking")
     assert tracking.PolicyModel.__module__ == "feedback.tracking"
+
+
+def test_snapshots_follow_the_schedule_and_shutdown(store, logs) -> None:
+    from feedback.versions import Snapshotter, SnapshotSchedule
+
+    now = [0.0]
+    policy = store.load_version(2)
+    n0 = policy.n_learned
+    schedule = SnapshotSchedule(every_n=50, every_s=600.0, clock=lambda: now[0])
+    schedule.mark(n0)
+    snap = Snapshotter(store, schedule=schedule, examples=lambda: logs["test"][:200])
+    relearn(policy, logs["train"][:10])
+    assert snap.maybe(policy) is None  # 10 < 50 and no time passed
+    now[0] = 601.0
+    v = snap.maybe(policy)  # time is up
+    assert v is not None and v.kind == "snapshot" and v.parent == "v2"
+    assert v.n_learned == n0 + 10 and "ope.dr" in v.metrics
+    assert snap.snapshot(policy, reason="shutdown") is None  # nothing new since
+    relearn(policy, logs["train"][10:12])
+    last = snap.snapshot(policy, reason="shutdown")
+    assert last is not None and last.params["snapshot.reason"] == "shutdown"
+
+
+def test_a_replay_result_becomes_a_run(store) -> None:
+    doc = {"config": {"seed": 0, "policy": {"epsilon": 0.05}},
+           "frontier": [{"cost_weight": 0.0, "quality": 0.8, "cost_per_prompt": 0.01}],
+           "aiq": 0.7, "cost_pct_for_98": None, "best_single": {"quality": 0.8},
+           "baselines": {"random": {"aiq": 0.5}}}
+    run = store.client.get_run(store.log_replay(doc, run_name="replay"))
+    assert run.data.params["replay.policy.epsilon"] == "0.05"
+    assert run.data.metrics == {"aiq": 0.7, "best_single.quality": 0.8, "random.aiq": 0.5}
+    assert run.data.tags["routebandit.kind"] == "replay"
