@@ -187,7 +187,7 @@ def test_module_exports_pyfunc_class_lazily() -> None:
 
 
 def test_snapshots_follow_the_schedule_and_shutdown(store, logs) -> None:
-    from feedback.versions import Snapshotter, SnapshotSchedule
+    from feedback.versions import SnapshotSchedule, Snapshotter
 
     now = [0.0]
     policy = store.load_version(2)
