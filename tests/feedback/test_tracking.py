@@ -36,7 +36,7 @@ def trained(logs: dict[str, list[synthetic.LoggedExample]]) -> Policy:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, logs: dict[str, list],
+def tracker(tmp_path_factory: pytest.TempPathFactory, logs: dict[str, list],
           trained: Policy) -> object:
     """A tracking store with v1 (untrained) and v2 (trained from logs)."""
     from feedback.tracking import Tracker
@@ -68,8 +68,8 @@ def test_tracking_uri_resolution(tmp_path: Path) -> None:
     )
 
 
-def test_a_version_round_trips_and_decides_identically(store, trained: Policy) -> None:
-    loaded = store.load_version("v2")
+def test_a_version_round_trips_and_decides_identically(tracker, trained: Policy) -> None:
+    loaded = tracker.load_version("v2")
     original = trained.clone()
     assert loaded.version == "v2"
     for prompt in PROMPTS * 4:
@@ -79,8 +79,8 @@ def test_a_version_round_trips_and_decides_identically(store, trained: Policy) -
     assert loaded.n_learned == trained.n_learned
 
 
-def test_the_run_carries_params_metrics_and_artifacts(store) -> None:
-    v = store.show(2)
+def test_the_run_carries_params_metrics_and_artifacts(tracker) -> None:
+    v = tracker.show(2)
     assert v.kind == "train" and v.aliases == ("challenger",)
     for key in ("vw_args", "exploration", "weights.cost", "feature_version", "catalog_digest",
                 "n_learned", "parent_version"):
@@ -89,25 +89,25 @@ def test_the_run_carries_params_metrics_and_artifacts(store) -> None:
     for key in ("ope.ips", "ope.snips_low", "ope.dr_high", "ope.logged", "ope.quality",
                 "ope.cost_usd", "ope.latency_ms", "ope.share.large", "logged.quality"):
         assert key in v.metrics, key
-    artifacts = {f.path for f in store.client.list_artifacts(v.run_id)}
+    artifacts = {f.path for f in tracker.client.list_artifacts(v.run_id)}
     assert {"policy.rbp", "catalog.yaml", "features.json", "cost_quality.png", "ope.json",
             "frontier.json"} <= artifacts
 
 
-def test_pyfunc_predicts_the_policys_greedy_choice(store) -> None:
+def test_pyfunc_predicts_the_policys_greedy_choice(tracker) -> None:
     import pandas as pd
 
-    model = store.load_pyfunc("challenger")
-    policy = store.load_version("challenger")
+    model = tracker.load_pyfunc("challenger")
+    policy = tracker.load_version("challenger")
     frame = pd.DataFrame({"prompt": PROMPTS})
     expected = [policy.decide(featurize(parse_request(prompt=p)), explore=False).model
                 for p in PROMPTS]
     assert list(model.predict(frame)) == expected
 
 
-def test_a_better_candidate_scores_higher_before_promotion(store, logs) -> None:
-    store.promote(1)
-    ev = store.evaluate("challenger", logs["test"], log=True)
+def test_a_better_candidate_scores_higher_before_promotion(tracker, logs) -> None:
+    tracker.promote(1)
+    ev = tracker.evaluate("challenger", logs["test"], log=True)
     assert ev.champion is not None and ev.champion.version == 1
     cand, champ = ev.reports["v2"], ev.reports["v1"]
     for est in ("ips", "snips", "dr"):
@@ -115,20 +115,20 @@ def test_a_better_candidate_scores_higher_before_promotion(store, logs) -> None:
     uniform = synthetic.traffic(1, seed=0)  # noqa: F841  (the logger is uniform)
     assert cand.logged.covers(champ.logged.value)
     assert ev.run_id is not None
-    runs = store.runs("evaluation")
+    runs = tracker.runs("evaluation")
     assert "metrics.candidate.dr" in runs.columns and len(runs) >= 1
 
 
-def test_promote_and_rollback_change_what_the_service_decides(store) -> None:
-    store.promote(1)
-    source = PolicySource(store)
+def test_promote_and_rollback_change_what_the_service_decides(tracker) -> None:
+    tracker.promote(1)
+    source = PolicySource(tracker)
     arms = Arms(source.load())
     assert source.version == 1 and source.poll() is None
 
     code = featurize(parse_request(prompt="Write a Python function that sorts a list"))
     before = {arms.route(code).served.policy_version for _ in range(3)}
 
-    v = store.promote("challenger")
+    v = tracker.promote("challenger")
     assert v.version == 2 and "champion" in v.aliases and "challenger" not in v.aliases
     swapped = source.poll()
     assert swapped is not None
@@ -137,28 +137,28 @@ def test_promote_and_rollback_change_what_the_service_decides(store) -> None:
     assert before == {"v1"} and after.policy_version == "v2"
     assert arms.champion.decide(code, explore=False).model == "coder"
 
-    assert store.rollback().version == 1
+    assert tracker.rollback().version == 1
     arms.champion = source.poll() or arms.champion
     assert arms.route(code).served.policy_version == "v1"
     from feedback.tracking import TrackingError
 
     with pytest.raises(TrackingError, match="no previous champion"):
-        store.rollback()
+        tracker.rollback()
 
 
-def test_list_show_compare(store) -> None:
-    versions = store.list_versions()
+def test_list_show_compare(tracker) -> None:
+    versions = tracker.list_versions()
     assert [v.version for v in versions][:2] == [2, 1]
-    rows = dict((name, (a, b)) for name, a, b in store.compare(1, 2))
+    rows = dict((name, (a, b)) for name, a, b in tracker.compare(1, 2))
     assert rows["version"] == ("v1", "v2")
     assert rows["kind"] == ("snapshot", "train")
     assert float(rows["ope.dr"][1]) > float(rows["ope.dr"][0])
     from feedback.tracking import TrackingError
 
     with pytest.raises(TrackingError):
-        store.show("v99")
+        tracker.show("v99")
     with pytest.raises(TrackingError, match="expected a number"):
-        store.show("latest")
+        tracker.show("latest")
 
 
 def test_ab_split_is_sticky_and_near_its_percentage() -> None:
@@ -186,15 +186,15 @@ def test_module_exports_pyfunc_class_lazily() -> None:
     assert tracking.PolicyModel.__module__ == "feedback.tracking"
 
 
-def test_snapshots_follow_the_schedule_and_shutdown(store, logs) -> None:
+def test_snapshots_follow_the_schedule_and_shutdown(tracker, logs) -> None:
     from feedback.versions import SnapshotSchedule, Snapshotter
 
     now = [0.0]
-    policy = store.load_version(2)
+    policy = tracker.load_version(2)
     n0 = policy.n_learned
     schedule = SnapshotSchedule(every_n=50, every_s=600.0, clock=lambda: now[0])
     schedule.mark(n0)
-    snap = Snapshotter(store, schedule=schedule, examples=lambda: logs["test"][:200])
+    snap = Snapshotter(tracker, schedule=schedule, examples=lambda: logs["test"][:200])
     relearn(policy, logs["train"][:10])
     assert snap.maybe(policy) is None  # 10 < 50 and no time passed
     now[0] = 601.0
@@ -207,12 +207,12 @@ def test_snapshots_follow_the_schedule_and_shutdown(store, logs) -> None:
     assert last is not None and last.params["snapshot.reason"] == "shutdown"
 
 
-def test_a_replay_result_becomes_a_run(store) -> None:
+def test_a_replay_result_becomes_a_run(tracker) -> None:
     doc = {"config": {"seed": 0, "policy": {"epsilon": 0.05}},
            "frontier": [{"cost_weight": 0.0, "quality": 0.8, "cost_per_prompt": 0.01}],
            "aiq": 0.7, "cost_pct_for_98": None, "best_single": {"quality": 0.8},
            "baselines": {"random": {"aiq": 0.5}}}
-    run = store.client.get_run(store.log_replay(doc, run_name="replay"))
+    run = tracker.client.get_run(tracker.log_replay(doc, run_name="replay"))
     assert run.data.params["replay.policy.epsilon"] == "0.05"
     assert run.data.metrics == {"aiq": 0.7, "best_single.quality": 0.8, "random.aiq": 0.5}
     assert run.data.tags["routebandit.kind"] == "replay"
