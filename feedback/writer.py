@@ -55,6 +55,7 @@ class BatchWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._flush_lock: asyncio.Lock | None = None
         self.last_error: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -129,7 +130,17 @@ class BatchWriter:
                 return
 
     async def flush(self) -> None:
-        """Write one batch of everything buffered so far."""
+        """Write one batch of everything buffered so far.
+
+        Batches never overlap (an asyncio lock): a batch taken later commits later, so
+        an outcome or feedback is never committed before the decision it refers to.
+        """
+        if self._flush_lock is None:
+            self._flush_lock = asyncio.Lock()
+        async with self._flush_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         with self._lock:
             decisions = list(self._decisions)
             self._decisions.clear()
