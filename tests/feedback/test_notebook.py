@@ -9,6 +9,7 @@ import pytest
 from bandit import Policy, PolicyConfig
 from feedback import synthetic
 from feedback.training import relearn
+from tests.mlflow_store import fresh_tracking_uri
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "compare_policies.ipynb"
 
@@ -17,7 +18,7 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "compare_policies
 def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     from feedback.tracking import Tracker
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    uri = fresh_tracking_uri(tmp_path_factory.mktemp("mlflow"))
     tracker = Tracker(uri)
     held_out = synthetic.traffic(600, seed=2)
     naive = Policy(synthetic.catalog(), seed=3)

@@ -13,6 +13,7 @@ from bandit import Policy, PolicyConfig, featurize, parse_request
 from feedback import synthetic
 from feedback.training import relearn
 from feedback.versions import Arms, PolicySource, Split
+from tests.mlflow_store import fresh_tracking_uri
 
 PROMPTS = [
     "Write a Python function that sorts a list",
@@ -41,8 +42,7 @@ def tracker(tmp_path_factory: pytest.TempPathFactory, logs: dict[str, list],
     """A tracking store with v1 (untrained) and v2 (trained from logs)."""
     from feedback.tracking import Tracker
 
-    tmp = tmp_path_factory.mktemp("mlflow")
-    tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
+    tracker = Tracker(fresh_tracking_uri(tmp_path_factory.mktemp("mlflow")))
     naive = Policy(synthetic.catalog(), seed=3)
     v1 = tracker.log_policy_version(naive, examples=logs["test"], kind="snapshot")
     v2 = tracker.log_policy_version(trained.clone(), examples=logs["test"], kind="train",

@@ -11,11 +11,12 @@ import pytest
 from feedback import synthetic
 from serving.cli import main
 from serving.commands import tracking_args
+from tests.mlflow_store import fresh_tracking_uri
 
 
 @pytest.fixture(scope="module")
 def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    return fresh_tracking_uri(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.fixture(scope="module")
