@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -565,19 +566,13 @@ def replay(
         result("random", "uniform random routing", [random_point(table)]),
         result("single_models", "single models (and random mixtures of them)", singles),
     )
-    tasks = sorted(set(table.tasks))
+    counts = Counter(zip(table.tasks, table.splits, strict=True))
     return ReplayResult(
         config=config,
         models=table.models,
         n_train=len(table.indices("train")),
         n_test=len(table.indices("test")),
-        tasks=tuple(
-            (t, sum(1 for x, s in zip(table.tasks, table.splits, strict=True)
-                    if x == t and s == "train"),
-             sum(1 for x, s in zip(table.tasks, table.splits, strict=True)
-                 if x == t and s == "test"))
-            for t in tasks
-        ),
+        tasks=tuple((t, counts[t, "train"], counts[t, "test"]) for t in sorted(set(table.tasks))),
         best_single=best,
         aiq_cost_max=c_max,
         bandit=result("bandit", "routebandit (VW cb_explore_adf, bandit feedback)",
