@@ -1,0 +1,142 @@
+"""The running service and MLflow policy versions.
+
+:class:`VersionManager` is started by the app's lifespan next to the
+:class:`~serving.service.RouterService`. In the background it
+
+* loads the ``champion`` at start-up (unless the live policy, resumed from a checkpoint,
+  already descends from it) and swaps to a newly promoted or rolled-back version with
+  ``RouterService.swap_policy``: a reference swap, so no request is dropped;
+* keeps the ``challenger`` loaded for shadow and A/B modes (:attr:`arms`);
+* snapshots the live policy every N learned feedbacks or T seconds, and on shutdown.
+
+Every MLflow call blocks, so each runs in a thread; a tracking store that is down is
+logged and retried at the next poll, never raised into request handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bandit.errors import RouteBanditError
+from bandit.policy import Policy
+from feedback.versions import (
+    CHALLENGER,
+    CHAMPION,
+    Arms,
+    PolicySource,
+    SnapshotSchedule,
+    Snapshotter,
+    Split,
+    serving_version,
+)
+
+if TYPE_CHECKING:
+    from feedback.tracking import Tracker
+
+log = logging.getLogger("routebandit.versions")
+
+
+class Service(Protocol):
+    """What the manager needs of :class:`~serving.service.RouterService`."""
+
+    @property
+    def policy(self) -> Policy: ...
+
+    async def swap_policy(self, policy: Policy) -> None: ...
+
+
+class VersionManager:
+    """Champion swaps, challenger arms and snapshots for one running service."""
+
+    def __init__(
+        self,
+        service: Service,
+        tracker: Tracker,
+        *,
+        store: Any = None,
+        poll_interval_s: float = 10.0,
+        snapshot_every: int = 1000,
+        snapshot_interval_s: float = 900.0,
+        snapshot_window: int = 5000,
+        split: Split | None = None,
+    ) -> None:
+        self.service = service
+        self.tracker = tracker
+        self.store = store
+        self.poll_interval_s = poll_interval_s
+        self.snapshot_window = snapshot_window
+        self.split = split or Split()
+        self.champion_source = PolicySource(tracker, CHAMPION)
+        self.challenger_source = PolicySource(tracker, CHALLENGER)
+        self.challenger: Policy | None = None
+        self.snapshots = Snapshotter(
+            tracker,
+            schedule=SnapshotSchedule(every_n=snapshot_every, every_s=snapshot_interval_s),
+            examples=self._recent_examples,
+        )
+        self._since = datetime.now(timezone.utc)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def arms(self) -> Arms:
+        """Champion (the live policy) and challenger, routed by the split."""
+        return Arms(self.service.policy, self.challenger, self.split)
+
+    async def start(self) -> None:
+        """Adopt the champion now, then poll in the background."""
+        live = self.service.policy
+        self.champion_source.version = serving_version(live)
+        self.snapshots.schedule.mark(live.n_learned)
+        await self.poll_once()
+        self._task = asyncio.create_task(self._loop(), name="routebandit-versions")
+
+    async def stop(self) -> None:
+        """Stop polling and snapshot what was learned since the last snapshot."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await asyncio.to_thread(self.snapshots.snapshot, self.service.policy,
+                                    reason="shutdown")
+        except RouteBanditError as exc:
+            log.warning("shutdown snapshot failed: %s", exc)
+
+    async def poll_once(self) -> None:
+        """Swap to a moved champion, reload a moved challenger, snapshot if due."""
+        try:
+            new = await asyncio.to_thread(self.champion_source.poll)
+            if new is not None:
+                await self.service.swap_policy(new)
+                self.snapshots.schedule.mark(new.n_learned)  # count from the new version
+                log.info("serving policy %s (champion)", new.version)
+            if self.split.mode != "off":
+                challenger = await asyncio.to_thread(self.challenger_source.poll)
+                if challenger is not None:
+                    self.challenger = challenger
+                    log.info("challenger %s (%s mode)", challenger.version, self.split.mode)
+            version = await asyncio.to_thread(self.snapshots.maybe, self.service.policy)
+            if version is not None:
+                self._since = datetime.now(timezone.utc)
+                log.info("snapshot %s of %s", getattr(version, "name", version),
+                         self.service.policy.version)
+        except RouteBanditError as exc:
+            log.warning("policy versions: %s (retrying in %.0f s)", exc, self.poll_interval_s)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            await self.poll_once()
+
+    def _recent_examples(self) -> Sequence[Any]:
+        if self.store is None:
+            return ()
+        since = min(self._since, datetime.now(timezone.utc) - timedelta(hours=1))
+        rows = list(self.store.logged(since, None, kind="policy"))
+        return rows[-self.snapshot_window:]

@@ -1,0 +1,104 @@
+"""A running RouterService follows the champion alias: promote and rollback change what
+it decides, requests keep flowing through the swap, and snapshots are logged."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bandit import Policy, PolicyConfig, RewardWeights
+from feedback import synthetic
+from feedback.store import Store
+from feedback.training import relearn
+from feedback.versions import Split
+from serving.service import RouteRequest, RouterService
+from serving.versioning import VersionManager
+from tests.mlflow_store import fresh_tracking_uri
+
+CODE = RouteRequest(prompt="Write a Python function that sorts a list", user_key="u1")
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory: pytest.TempPathFactory) -> object:
+    from feedback.tracking import Tracker
+
+    tracker = Tracker(fresh_tracking_uri(tmp_path_factory.mktemp("mlflow")))
+    naive = Policy(synthetic.catalog(), seed=3)
+    trained = Policy(synthetic.catalog(), config=PolicyConfig(exploration="epsilon"), seed=3)
+    relearn(trained, synthetic.traffic(1500, seed=1))
+    tracker.log_policy_version(naive, kind="snapshot", alias="champion")  # v1
+    tracker.log_policy_version(trained, kind="train", alias="challenger")  # v2
+    return tracker
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[RouterService]:
+    store = Store(f"sqlite:///{tmp_path / 'routebandit.db'}")
+    svc = RouterService(store=store, catalog=synthetic.catalog(),
+                        profiles={"balanced": RewardWeights()}, default_profile="balanced")
+    await svc.start(lambda: Policy(synthetic.catalog(), seed=0))
+    yield svc
+    await svc.stop()
+    store.close()
+
+
+async def test_the_service_adopts_the_champion_and_follows_promote_and_rollback(
+    service: RouterService, tracker
+) -> None:
+    tracker.promote(1)
+    manager = VersionManager(service, tracker, store=service.store, poll_interval_s=3600)
+    await manager.start()
+    try:
+        assert service.policy.version == "v1"
+        assert {(await service.route(CODE))[1].policy_version for _ in range(3)} == {"v1"}
+
+        async def traffic() -> list[str]:
+            seen = []
+            for _ in range(40):
+                seen.append((await service.route(CODE))[1].policy_version)
+                await asyncio.sleep(0)
+            return seen
+
+        tracker.promote(2)
+        seen, _ = await asyncio.gather(traffic(), manager.poll_once())
+        assert set(seen) <= {"v1", "v2"} and len(seen) == 40  # no request dropped
+        assert service.policy.version == "v2"
+        assert (await service.route(CODE))[1].policy_version == "v2"
+        assert [v.version for v in tracker.list_versions()][0] == 2  # no snapshot yet
+
+        tracker.rollback()
+        await manager.poll_once()
+        assert (await service.route(CODE))[1].policy_version == "v1"
+    finally:
+        await manager.stop()
+
+
+async def test_shadow_mode_loads_the_challenger(service: RouterService, tracker) -> None:
+    tracker.promote(1)
+    tracker.set_challenger(2)
+    manager = VersionManager(service, tracker, poll_interval_s=3600, split=Split("shadow"))
+    await manager.start()
+    try:
+        routed = manager.arms.route((await service.route(CODE))[1].context)
+        assert routed.served.policy_version == "v1"
+        assert routed.shadow is not None and routed.shadow.policy_version == "v2"
+    finally:
+        await manager.stop()
+
+
+async def test_snapshots_on_schedule_and_shutdown(service: RouterService, tracker) -> None:
+    before = {v.version for v in tracker.list_versions()}
+    manager = VersionManager(service, tracker, store=service.store, poll_interval_s=3600,
+                             snapshot_every=5)
+    await manager.start()
+    policy = service.policy
+    relearn(policy, synthetic.traffic(5, seed=9))
+    await manager.poll_once()
+    relearn(policy, synthetic.traffic(2, seed=10))
+    await manager.stop()
+    new = [v for v in tracker.list_versions() if v.version not in before]
+    assert [v.params.get("snapshot.reason") for v in new] == ["shutdown", "schedule"]
+    assert all(v.kind == "snapshot" and v.parent == policy.version for v in new)
