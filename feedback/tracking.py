@@ -352,7 +352,6 @@ class Tracker:
                 all_metrics["logged.cost_usd"] = observed.cost_usd
         all_metrics.update({str(k): float(v) for k, v in (metrics or {}).items()})
         all_metrics = {metric_key(k): v for k, v in all_metrics.items() if math.isfinite(v)}
-        fig = _figure(policy.version, report, examples, frontier)
         with self._fluent() as mlflow, tempfile.TemporaryDirectory() as tmp:
             import mlflow.pyfunc
 
@@ -372,8 +371,6 @@ class Tracker:
                     mlflow.log_dict(summary(report), "ope.json")
                 if frontier:
                     mlflow.log_dict({"frontier": [list(p) for p in frontier]}, "frontier.json")
-                if fig is not None:
-                    mlflow.log_figure(fig, "cost_quality.png")
                 info = mlflow.pyfunc.log_model(
                     name="policy",
                     python_model=str(d / "policy_model.py"),
@@ -385,6 +382,10 @@ class Tracker:
                 )
                 version = int(info.registered_model_version)
                 mlflow.set_tag(VERSION_TAG, f"v{version}")
+                fig = _figure(f"v{version}", report, examples, frontier,
+                              title=f"v{version} ({kind}): cost vs quality")
+                if fig is not None:
+                    mlflow.log_figure(fig, "cost_quality.png")
             self.client.set_model_version_tag(self.model_name, str(version), KIND_TAG, kind)
             if alias is not None:
                 self._set_alias(alias, version)
@@ -703,7 +704,7 @@ def _feature_config(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _figure(label: str, report: Report | None, examples: Sequence[Example],
-            frontier: Sequence[tuple[float, float]]) -> Any:
+            frontier: Sequence[tuple[float, float]], *, title: str | None = None) -> Any:
     from feedback.plots import cost_quality_figure
 
     policies: list[Point] = []
@@ -718,7 +719,7 @@ def _figure(label: str, report: Report | None, examples: Sequence[Example],
     models = model_points(examples)
     if not (models or policies or frontier):
         return None
-    return cost_quality_figure(models, policies, frontier=frontier, title=label)
+    return cost_quality_figure(models, policies, frontier=frontier, title=title or label)
 
 
 def _signature() -> Any:
