@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args, host=args.host, port=args.port, catalog=args.catalog,
                              policy=args.policy, log_level=args.log_level)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pre = preflight(settings)  # fail here, with a clear message, not inside uvicorn
     pre.store.close()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if pre.dev_mode:
         print(f"routebandit: DEVELOPMENT MODE (no API keys): bound to {settings.host} only; "
               "create keys with `routebandit keys create --tenant NAME`", file=sys.stderr)
