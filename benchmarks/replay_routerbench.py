@@ -2,12 +2,12 @@
 
 Usage (from the repository root, in the project's virtualenv)::
 
-    python benchmarks/replay_routerbench.py [--passes N] [--seed S] [--exploration E]
+    python benchmarks/replay_routerbench.py [--passes N] [--seeds 0,1,2] [--exploration E]
         [--json out/replay.json] [--plot out/replay.png]
 
 The data is read from ``$ROUTEBANDIT_SHARED/data/routerbench-subset/outcomes.csv``
 (default ``../shared`` next to the repository); it is never copied into the repository.
-The run takes a few minutes of one CPU core. It prints the full replay table, then the
+One seed takes about a minute of one CPU core. It prints the full replay table, then the
 bandit's four headline numbers next to the targets and next to the full-information
 baseline measured in the same run. Exit code 0 whether or not the targets are met; the
 verdict is printed.
@@ -64,7 +64,10 @@ def _meets(value: float | None, op: str, target: float) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0, help="replay seed (default: 0)")
+    parser.add_argument("--seeds", default="0",
+                        help="comma-separated replay seeds; the first seed's run is "
+                             "printed in full, then every seed's headline numbers and their "
+                             "mean (default: 0)")
     parser.add_argument("--passes", type=int, default=1,
                         help="passes over train (default: 1, online only)")
     parser.add_argument("--exploration", choices=EXPLORATIONS,
@@ -80,28 +83,44 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     table = load_outcomes(path)
-    config = ReplayConfig(seed=args.seed, passes=args.passes,
-                          cost_weights=DEFAULT_COST_WEIGHTS,
-                          policy=PolicyConfig(exploration=args.exploration))
-    with tqdm(total=work_units(table, config), file=sys.stderr, unit="step",
-              desc="replay") as bar:
-        result = replay(table, config, progress=bar.update)
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    results = []
+    for seed in seeds:
+        config = ReplayConfig(seed=seed, passes=args.passes, cost_weights=DEFAULT_COST_WEIGHTS,
+                              policy=PolicyConfig(exploration=args.exploration))
+        with tqdm(total=work_units(table, config), file=sys.stderr, unit="step",
+                  desc=f"replay seed {seed}") as bar:
+            results.append(replay(table, config, progress=bar.update))
+    result = results[0]
     print(render(result, source=str(path)))
-    bandit = result.bandit.metrics.to_dict()
-    full = result.baseline("full_information").metrics.to_dict()
-    print()
-    print(f"  {'headline':<36} {'target':>9} {'bandit':>12} {'':>4} {'full-info':>12}")
-    met = 0
-    for key, op, target in TARGETS:
-        ok = _meets(bandit[key], op, target)
-        met += ok
-        print(f"  {LABELS[key]:<36} {op + f'{target:g}%':>9} {_fmt(bandit[key], key):>12} "
-              f"{'ok' if ok else 'MISS':>4} {_fmt(full[key], key):>12}")
-    for key in ("quality_pct_at_30", "aiq"):
-        print(f"  {LABELS[key]:<36} {'':>9} {_fmt(bandit[key], key):>12} {'':>4} "
-              f"{_fmt(full[key], key):>12}")
-    print(f"\n  bandit meets {met} of {len(TARGETS)} targets "
-          "(full-info = full-information baseline, sees every model's grade on train)")
+    for seed, res in zip(seeds, results, strict=True):
+        bandit = res.bandit.metrics.to_dict()
+        full = res.baseline("full_information").metrics.to_dict()
+        print(f"\n  seed {seed}: {'headline':<28} {'target':>9} {'bandit':>12} {'':>4} "
+              f"{'full-info':>12}")
+        met = 0
+        for key, op, target in TARGETS:
+            ok = _meets(bandit[key], op, target)
+            met += ok
+            print(f"  {LABELS[key]:<36} {op + f'{target:g}%':>9} "
+                  f"{_fmt(bandit[key], key):>12} {'ok' if ok else 'MISS':>4} "
+                  f"{_fmt(full[key], key):>12}")
+        for key in ("quality_pct_at_30", "aiq"):
+            print(f"  {LABELS[key]:<36} {'':>9} {_fmt(bandit[key], key):>12} {'':>4} "
+                  f"{_fmt(full[key], key):>12}")
+        print(f"  bandit meets {met} of {len(TARGETS)} targets")
+    if len(results) > 1:
+        print(f"\n  mean over seeds {args.seeds} (over the seeds that reach it):")
+        for key in (*(k for k, _, _ in TARGETS), "quality_pct_at_30", "aiq"):
+            row = []
+            for name in ("bandit", "full_information"):
+                vals = [(r.bandit if name == "bandit" else r.baseline(name)).metrics.to_dict()[key]
+                        for r in results]
+                got = [v for v in vals if v is not None]
+                mean = _fmt(sum(got) / len(got), key) if got else "not reached"
+                row.append(f"{mean} ({len(got)}/{len(vals)} reached)")
+            print(f"  {LABELS[key]:<36} bandit {row[0]:<26} full-info {row[1]}")
+    print("\n  (full-info = full-information baseline, sees every model's grade on train)")
     if args.json is not None:
         out = result.to_dict()
         out["data"] = {"source": str(path), **out["data"]}
