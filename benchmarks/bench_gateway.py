@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -30,6 +31,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+# At module level: FastAPI resolves the handler's string annotations in these globals.
+from fastapi import Request
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,7 +106,7 @@ def bare_app(upstream: str) -> Any:
     from contextlib import asynccontextmanager
 
     import httpx
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import Response
 
     state: dict[str, httpx.AsyncClient] = {}
@@ -207,6 +211,20 @@ class Proc:
                 self.proc.wait(10)
 
 
+def mint_key(workdir: str) -> str:
+    """An API key for routebandit (tenant ``bench``): the benchmark runs with auth on."""
+    sys.path.insert(0, str(ROOT))
+    from feedback.store import Store
+    from serving.auth import create_key
+
+    store = Store(f"sqlite:///{Path(workdir) / 'routebandit.db'}")
+    try:
+        key, _ = create_key(store, tenant="bench")
+    finally:
+        store.close()
+    return key
+
+
 def start_self(kind: str, upstream: str, workdir: str) -> Proc:
     port = free_port()
     args = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port",
@@ -214,7 +232,7 @@ def start_self(kind: str, upstream: str, workdir: str) -> Proc:
     return Proc(kind, args, port, "/")
 
 
-def start_litellm(binary: str, upstream: str, workdir: str) -> Proc:
+def start_litellm(binary: str, upstream: str, workdir: str, master_key: str) -> Proc:
     port = free_port()
     config = Path(workdir) / "litellm.yaml"
     config.write_text(
@@ -228,7 +246,8 @@ def start_litellm(binary: str, upstream: str, workdir: str) -> Proc:
         "  telemetry: false\n"
         "  drop_params: true\n"
     )
-    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+    env = {"LITELLM_MASTER_KEY": master_key,
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
            "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
     return Proc("litellm", [binary, "--config", str(config), "--host", "127.0.0.1",
                             "--port", str(port), "--num_workers", "1"],
@@ -236,25 +255,28 @@ def start_litellm(binary: str, upstream: str, workdir: str) -> Proc:
 
 
 # -- load ---------------------------------------------------------------------------------
-def _client_factory(concurrency: int) -> Callable[[], Any]:
+def _client_factory(concurrency: int, token: str | None = None) -> Callable[[], Any]:
     try:
         import aiohttp
     except ImportError:  # fall back to httpx (slower, so it flatters every target alike)
         aiohttp = None
 
     payload = json.dumps(BODY).encode()
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
 
     if aiohttp is not None:
         class AioClient:
             def __init__(self) -> None:
                 self.session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=concurrency * 2),
-                    headers={"content-type": "application/json",
-                             "authorization": "Bearer sk-bench"})
+                    connector=aiohttp.TCPConnector(limit=concurrency * 2), headers=headers)
 
             async def post(self, url: str) -> int:
                 async with self.session.post(url, data=payload) as r:
-                    await r.read()
+                    body = await r.read()
+                    if r.status != 200:
+                        self.last_error = f"{r.status} {body[:300]!r}"
                     return r.status
 
             async def close(self) -> None:
@@ -267,12 +289,13 @@ def _client_factory(concurrency: int) -> Callable[[], Any]:
     class HttpxClient:
         def __init__(self) -> None:
             self.client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=concurrency * 2),
-                headers={"content-type": "application/json",
-                         "authorization": "Bearer sk-bench"}, timeout=60)
+                limits=httpx.Limits(max_connections=concurrency * 2), headers=headers,
+                timeout=60)
 
         async def post(self, url: str) -> int:
             r = await self.client.post(url, content=payload)
+            if r.status_code != 200:
+                self.last_error = f"{r.status_code} {r.content[:300]!r}"
             return r.status_code
 
         async def close(self) -> None:
@@ -286,8 +309,9 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
-async def latency(direct: str, gateway: str, n: int, warmup: int) -> dict[str, float]:
-    client = _client_factory(1)()
+async def latency(direct: str, gateway: str, n: int, warmup: int,
+                  token: str | None) -> dict[str, float]:
+    client = _client_factory(1, token)()
     try:
         for _ in range(warmup):
             await client.post(direct), await client.post(gateway)
@@ -298,7 +322,7 @@ async def latency(direct: str, gateway: str, n: int, warmup: int) -> dict[str, f
                 status = await client.post(url)
                 out.append((time.perf_counter() - t) * 1000)
                 if status != 200:
-                    raise RuntimeError(f"{url} answered {status}")
+                    raise RuntimeError(f"{url} answered {getattr(client, 'last_error', status)}")
     finally:
         await client.close()
     return {
@@ -308,8 +332,9 @@ async def latency(direct: str, gateway: str, n: int, warmup: int) -> dict[str, f
     }
 
 
-async def throughput(url: str, concurrency: int, duration: float, warmup: float) -> float:
-    client = _client_factory(concurrency)()
+async def throughput(url: str, concurrency: int, duration: float, warmup: float,
+                     token: str | None) -> float:
+    client = _client_factory(concurrency, token)()
     done = errors = 0
     counting = False
     stop_at = time.perf_counter() + warmup + duration
@@ -334,7 +359,8 @@ async def throughput(url: str, concurrency: int, duration: float, warmup: float)
     finally:
         await client.close()
     if errors:
-        raise RuntimeError(f"{url}: {errors} failed requests under load")
+        raise RuntimeError(f"{url}: {errors} failed requests under load, last: "
+                           f"{getattr(client, 'last_error', '?')}")
     return done / duration
 
 
@@ -346,12 +372,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         up = start_self("upstream", "", workdir)
         procs.append(up)
         upstream = f"http://127.0.0.1:{up.port}/v1"
+        rb_key = mint_key(workdir)
         gw = start_self("gateway", upstream, workdir)
         bare = start_self("bare", upstream, workdir)
         procs += [gw, bare]
-        lite = None
+        lite, lite_key = None, None
         if args.litellm and Path(args.litellm).exists():
-            lite = start_litellm(args.litellm, upstream, workdir)
+            lite_key = "sk-" + secrets.token_hex(32)
+            lite = start_litellm(args.litellm, upstream, workdir, lite_key)
             procs.append(lite)
         else:
             out["litellm"] = f"skipped: LiteLLM proxy not found at {args.litellm!r}"
@@ -362,14 +390,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def go(coro: Awaitable[Any]) -> Any:
             return asyncio.run(coro)  # type: ignore[arg-type]
 
+        # The direct calls carry the key too (the fake ignores it), so both sides send
+        # the same bytes.
         out["latency_c1"] = go(latency(f"{upstream}/chat/completions", url(gw),
-                                       args.requests, args.warmup_requests))
+                                       args.requests, args.warmup_requests, rb_key))
         rps: dict[str, list[float]] = {"gateway": [], "bare": [], "litellm": []}
         for _ in range(args.rounds):
-            for name, p in (("bare", bare), ("gateway", gw), ("litellm", lite)):
+            for name, p, key in (("bare", bare, None), ("gateway", gw, rb_key),
+                                 ("litellm", lite, lite_key)):
                 if p is not None:
                     rps[name].append(go(throughput(url(p), args.concurrency, args.duration,
-                                                   args.warmup)))
+                                                   args.warmup, key)))
         tp = {k: sum(v) / len(v) for k, v in rps.items() if v}
         out["throughput_rps"] = tp
         out["throughput_rounds"] = {k: v for k, v in rps.items() if v}

@@ -37,6 +37,8 @@ class GatewaySettings(BaseSettings):
     failure_quality: float | None = Field(
         0.0, ge=0, le=1, description="Quality fed back for a failed or rejected call.")
     max_connections: int = Field(512, ge=1, description="Upstream connection pool size.")
+    client_shards: int = Field(
+        8, ge=1, le=64, description="httpx clients the pool is split across (CPU per call).")
 
     def config(self) -> GatewayConfig:
         return GatewayConfig(

@@ -19,13 +19,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from bandit.errors import RouteBanditError
 from serving.gateway import Answer, Gateway, GatewayError, UpstreamRejected
 from serving.gateway_settings import GatewaySettings
-from serving.upstream import Upstream, new_client
+from serving.upstream import Upstream, new_clients
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Runs inside the app's lifespan, once ``app.state.service`` exists. A gateway the
-    # app built already keeps its upstream client; this one adds the gateway settings.
+    # Runs inside the app's lifespan, once ``app.state.service`` exists; it replaces a
+    # gateway the app may have built with one made from the gateway settings.
     service = getattr(app.state, "service", None)
     if service is None:  # an app that brings its own gateway (tests of the gateway alone)
         yield
@@ -34,13 +34,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gs = configured if isinstance(configured, GatewaySettings) else GatewaySettings()
     previous: Gateway | None = getattr(app.state, "gateway", None)
     async with AsyncExitStack() as stack:
-        if previous is not None:
-            client = previous.upstream.client  # closed by whoever opened it
-        else:
-            client = new_client(timeouts=gs.timeouts(), max_connections=gs.max_connections)
+        clients = new_clients(gs.client_shards, timeouts=gs.timeouts(),
+                              max_connections=gs.max_connections)
+        for client in clients:
             stack.push_async_callback(client.aclose)
         gateway = Gateway(router=service,
-                          upstream=Upstream(client, env=os.environ, timeouts=gs.timeouts()),
+                          upstream=Upstream(clients, env=os.environ, timeouts=gs.timeouts()),
                           config=gs.config())
         stack.push_async_callback(gateway.aclose)
         app.state.gateway = gateway
