@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` builds the app; its lifespan owns the store (engine), the
 policy, the group-commit writer, the background learner and, when the gateway is
-installed, the upstream HTTP client. Nothing happens at import time.
+installed, the gateway (whose router lifespan builds it on ``app.state.service``).
+Nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from bandit.catalog import Catalog, example_catalog_path
 from bandit.errors import CatalogError, PolicyError
@@ -22,7 +23,7 @@ from bandit.policy import Policy, PolicyConfig
 from feedback.learner import Learner
 from feedback.store import Store
 from serving import errors
-from serving.auth import KeyRing, authenticate
+from serving.auth import KeyRing
 from serving.limits import BodyLimit
 from serving.metrics import Metrics
 from serving.routes import decisions, feedback, health, models, policy, route
@@ -128,7 +129,6 @@ def create_app(settings: Settings) -> FastAPI:
             stack.callback(pre.store.close)
             await service.start(lambda: _policy_factory(settings, pre.catalog))
             stack.push_async_callback(service.stop)
-            await _start_gateway(app, service, stack)
             log.info("routebandit serving %d models, policy %s (%d learned), database %s",
                      len(service.catalog), service.policy.version, service.policy.n_learned,
                      pre.store.engine.url.render_as_string(hide_password=True))
@@ -150,24 +150,13 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _include_gateway_routes(app: FastAPI) -> None:
+    # The gateway authenticates itself (errors in OpenAI's format) and its router's
+    # lifespan builds the Gateway on app.state.service.
     try:
         from serving.routes import chat
     except ImportError:  # the gateway is optional
         return
-    app.include_router(chat.router, dependencies=[Depends(authenticate)])
-
-
-async def _start_gateway(app: FastAPI, service: RouterService, stack: AsyncExitStack) -> None:
-    try:
-        from serving.gateway import Gateway
-        from serving.upstream import Upstream, new_client
-    except ImportError:
-        return
-    client = new_client()
-    stack.push_async_callback(client.aclose)
-    gateway = Gateway(router=service, upstream=Upstream(client, env=os.environ))
-    stack.push_async_callback(gateway.aclose)
-    app.state.gateway = gateway
+    app.include_router(chat.router)
 
 
 def _version() -> str:

@@ -25,7 +25,7 @@ from bandit.errors import CatalogError, RequestError
 from bandit.features import featurize, parse_request
 from bandit.policy import Policy
 from bandit.reward import RewardWeights
-from feedback.errors import FeedbackConflictError, UnknownDecisionError
+from feedback.errors import FeedbackConflictError, StoreError, UnknownDecisionError
 from feedback.learner import Learner
 from feedback.models import utcnow
 from feedback.records import (
@@ -466,8 +466,14 @@ class RouterService:
                 self.metrics.learned.inc(n)
                 self.metrics.learn_backlog.set(q.qsize())
             if self.learner.due():
-                await asyncio.to_thread(self.learner.checkpoint, "periodic")
-                self.metrics.checkpoints.inc()
+                try:
+                    await asyncio.to_thread(self.learner.checkpoint, "periodic")
+                except StoreError as exc:
+                    # Learning goes on in memory; the checkpoint is retried when due again
+                    # and a crash meanwhile only means relearning from the last one.
+                    log.error("checkpoint failed, will retry: %s", exc)
+                else:
+                    self.metrics.checkpoints.inc()
 
     def _on_flush(self, n_decisions: int, n_ops: int, seconds: float) -> None:
         self.metrics.write_seconds.observe(seconds)
