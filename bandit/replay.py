@@ -156,7 +156,7 @@ class RouterResult:
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """Means over one block of ``curve_every`` online train steps (ending at ``step``)."""
+    """Means over one block of online train steps ending at ``step`` (while exploring)."""
 
     step: int
     mean_reward: float
@@ -195,6 +195,7 @@ class ReplayResult:
     baselines: tuple[RouterResult, ...]
     learning_curves: tuple[tuple[float, tuple[CurvePoint, ...]], ...]
     elapsed_seconds: float
+    reference_curve: tuple[CurvePoint, ...] = ()
     split_assigned: bool = False
 
     def baseline(self, name: str) -> RouterResult:
@@ -233,6 +234,13 @@ class ReplayResult:
                 {"cost_weight": w, "points": [c.to_dict() for c in curve]}
                 for w, curve in self.learning_curves
             ],
+            "learning_curve_reference": {
+                "model": self.best_single.model,
+                "points": [
+                    {"step": c.step, "mean_quality": c.mean_quality}
+                    for c in self.reference_curve
+                ],
+            },
             "elapsed_seconds": self.elapsed_seconds,
         }
 
@@ -368,9 +376,8 @@ def replay_bandit(
     policy = Policy(replay_catalog(table), config=config.policy, weights=weights,
                     seed=config.seed)
     log: list[tuple[Decision, float]] = []
-    curve: list[CurvePoint] = []
-    block: list[tuple[float, float, float]] = []
-    for step, i in enumerate(train_order(table, config.seed), start=1):
+    trace: list[tuple[float, float, float]] = []
+    for i in train_order(table, config.seed):
         decision = policy.decide(contexts[i], explore=True)
         j = table.models.index(decision.model)
         q = float(table.quality[i, j])
@@ -379,14 +386,9 @@ def replay_bandit(
         policy.learn(decision, r, outcome={
             "cost_usd": c, "output_tokens": float(table.output_chars[i, j]) / 4.0})
         log.append((decision, r))
-        block.append((r, q, c))
-        if len(block) == config.curve_every:
-            curve.append(_curve_point(step, block))
-            block = []
+        trace.append((r, q, c))
         if progress is not None:
             progress(1)
-    if block:
-        curve.append(_curve_point(len(log), block))
     rng = random.Random(config.seed)
     for _ in range(config.passes - 1):
         order = list(range(len(log)))
@@ -405,14 +407,53 @@ def replay_bandit(
         if progress is not None:
             progress(1)
     return BanditRun(point=_point(table, rows, chosen, cost_weight=cost_weight),
-                     curve=tuple(curve))
+                     curve=learning_curve(trace, every=config.curve_every))
 
 
-def _curve_point(step: int, block: list[tuple[float, float, float]]) -> CurvePoint:
-    arr = np.asarray(block, dtype=np.float64)
-    r, q, c = arr.mean(axis=0)
-    return CurvePoint(step=step, mean_reward=float(r), mean_quality=float(q),
-                      mean_cost_per_prompt=float(c))
+def curve_blocks(n: int, every: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of consecutive blocks of ``every`` steps covering ``n`` steps.
+
+    A last block shorter than half of ``every`` joins the one before it, so no point
+    of a learning curve is the mean of a handful of steps.
+
+    >>> curve_blocks(240, 100)
+    [(0, 100), (100, 240)]
+    >>> curve_blocks(250, 100)
+    [(0, 100), (100, 200), (200, 250)]
+    """
+    bounds = [(s, min(s + every, n)) for s in range(0, n, every)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < every / 2:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def learning_curve(
+    trace: Sequence[tuple[float, float, float]], *, every: int
+) -> tuple[CurvePoint, ...]:
+    """Block means of online ``(reward, quality, cost)`` steps (see :func:`curve_blocks`)."""
+    arr = np.asarray(trace, dtype=np.float64).reshape(-1, 3)
+    out = []
+    for start, end in curve_blocks(len(arr), every):
+        r, q, c = arr[start:end].mean(axis=0)
+        out.append(CurvePoint(step=end, mean_reward=float(r), mean_quality=float(q),
+                              mean_cost_per_prompt=float(c)))
+    return tuple(out)
+
+
+def reference_curve(
+    table: OutcomeTable, model: str, *, config: ReplayConfig
+) -> tuple[CurvePoint, ...]:
+    """What always calling ``model`` scores on the same blocks of train prompts.
+
+    For the learning-curve plot only (it reads that model's train grades, which the
+    bandit never sees): blocks of prompts differ in difficulty, and this line shows by
+    how much. Its ``mean_reward`` is the quality (no cost term).
+    """
+    j = table.models.index(model)
+    order = train_order(table, config.seed)
+    q = table.quality[order, j]
+    c = table.cost_usd[order, j]
+    return learning_curve(list(zip(q, q, c, strict=True)), every=config.curve_every)
 
 
 # -- the full-information baseline -------------------------------------------------------
@@ -582,4 +623,5 @@ def replay(
                                                             strict=True)),
         elapsed_seconds=time.perf_counter() - start,
         split_assigned=table.split_assigned,
+        reference_curve=reference_curve(table, str(best.model), config=config),
     )

@@ -29,6 +29,7 @@ A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` wri
       },  # names: full_information, oracle, random, single_models
       "learning_curve": [{"cost_weight", "points": [{"step", "mean_reward",
                           "mean_quality", "mean_cost_per_prompt"}]}],
+      "learning_curve_reference": {"model", "points": [{"step", "mean_quality"}]},
       "elapsed_seconds"
     }
 
@@ -267,13 +268,16 @@ def plot(result: ReplayResult, path: Path) -> None:
         shade = cmap(0.9 * n / max(1, len(curves) - 1))
         lc.plot([c.step for c in curve], [c.mean_quality for c in curve], color=shade,
                 marker=".", label=f"w={w:g}")
-    lc.axhline(best.quality, color="0.6", linestyle="--", linewidth=0.8,
-               label=f"{best.model} on test")
+    ref = result.reference_curve
+    if ref:
+        lc.plot([c.step for c in ref], [c.mean_quality for c in ref], color="black",
+                linestyle="--", linewidth=1.2,
+                label=f"{best.model} on the same prompts (reference)")
     lc.set_xlabel("online train steps (prompts routed)")
     lc.set_ylabel(f"mean quality of the chosen model\n(blocks of {result.config.curve_every} "
                   "steps, exploring)")
     lc.set_title("Learning curves, one per cost weight w")
-    lc.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4)
+    lc.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     lc.grid(alpha=0.3)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

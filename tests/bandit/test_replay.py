@@ -116,6 +116,10 @@ def assert_schema(out: dict[str, Any], n_weights: int) -> None:
     assert len(out["learning_curve"]) == n_weights
     assert {"step", "mean_reward", "mean_quality", "mean_cost_per_prompt"} == set(
         out["learning_curve"][0]["points"][0])
+    reference = out["learning_curve_reference"]
+    assert reference["model"] == out["best_single"]["model"]
+    assert [p["step"] for p in reference["points"]] == [
+        p["step"] for p in out["learning_curve"][0]["points"]]
     assert {"seed", "passes", "cost_weights", "exploration", "limit"} <= set(out["config"])
     assert out["data"]["models"] and out["data"]["n_test"] > 0
     assert out["elapsed_seconds"] > 0
