@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from bandit.catalog import Catalog, example_catalog_path
 from bandit.errors import CatalogError, PolicyError
@@ -144,6 +145,9 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for module in (route, feedback, decisions, models, policy, health):
+        for r in module.router.routes:  # a route's one-line docstring is its summary
+            if isinstance(r, APIRoute) and r.summary is None and r.description:
+                r.summary = r.description.strip().splitlines()[0]
         app.include_router(module.router)
     _include_gateway_routes(app)
     return app
