@@ -13,6 +13,8 @@ from serving.cli import main
 from serving.commands import tracking_args
 from tests.mlflow_store import fresh_tracking_uri
 
+REAL_LOGGED_EXAMPLES = tracking_args.logged_examples
+
 
 @pytest.fixture(scope="module")
 def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -119,3 +121,35 @@ def test_durations_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
                               experiment=None, database_url=None)
     assert tracking_args.tracker(args).tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
     assert tracking_args.database_url(args) == f"sqlite:///{tmp_path}/routebandit.db"
+
+
+def test_evaluate_reads_policy_decisions_in_the_window_from_the_log(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bandit import Policy
+    from feedback.store import Store
+    from feedback.tracking import Tracker
+
+    monkeypatch.setattr(tracking_args, "logged_examples", REAL_LOGGED_EXAMPLES)
+    version = Tracker(uri).log_policy_version(Policy(synthetic.catalog(), seed=5)).version
+    db = f"sqlite:///{tmp_path / 'routebandit.db'}"
+    store = Store(db)
+    traffic = synthetic.traffic(120, seed=12)
+    for i, x in enumerate(traffic):
+        store.record_decision(decision_id=x.decision_id, decision=x.decision, tenant="t1",
+                              kind="forced" if i % 10 == 0 else "policy",
+                              created_at=x.created_at)
+        store.record_feedback(decision_id=x.decision_id, tenant="t1", score=x.quality or 0.0,
+                              reward=x.reward, reward_cost_usd=x.cost_usd or 0.0,
+                              reward_latency_ms=x.latency_ms or 0.0)
+    store.close()
+    code, out, _ = run(capsys, "evaluate", str(version), "--tracking-uri", uri,
+                       "--database-url", db, "--since", "2026-01-01T00:30Z",
+                       "--until", "2026-01-01T01:30Z", "--json", "--no-log")
+    assert code == 0
+    report = json.loads(out)["reports"][f"v{version}"]
+    in_window = [i for i, x in enumerate(traffic) if 30 <= i < 90 and i % 10 != 0]
+    assert report["n"] == len(in_window)
+    expected = sum(traffic[i].reward for i in in_window) / len(in_window)
+    assert report["logged"]["value"] == pytest.approx(expected)
