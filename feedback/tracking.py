@@ -277,6 +277,16 @@ class Tracker:
         self._blobs: dict[int, bytes] = {}
 
     # -- plumbing -------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether the store exists yet (always true for a server or database URI).
+
+        Lets the service follow the champion without creating a local store it would
+        never use; the first snapshot or ``routebandit`` command creates it.
+        """
+        if self.tracking_uri.startswith("sqlite:///"):
+            return Path(self.tracking_uri[len("sqlite:///") :]).is_file()
+        return True
+
     @property
     def client(self) -> MlflowClient:
         if self._client is None:

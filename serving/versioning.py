@@ -92,7 +92,10 @@ class VersionManager:
         live = self.service.policy
         self.champion_source.version = serving_version(live)
         self.snapshots.schedule.mark(live.n_learned)
-        await self.poll_once()
+        try:
+            await self.poll_once()
+        except Exception:  # the router serves its checkpoint while tracking is down
+            log.exception("policy versions: cannot reach the tracking store at start-up")
         self._task = asyncio.create_task(self._loop(), name="routebandit-versions")
 
     async def stop(self) -> None:
@@ -102,6 +105,8 @@ class VersionManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if not self.tracker.exists():  # a shutdown alone does not create a store
+            return
         try:
             await asyncio.to_thread(self.snapshots.snapshot, self.service.policy,
                                     reason="shutdown")
@@ -111,6 +116,9 @@ class VersionManager:
     async def poll_once(self) -> None:
         """Swap to a moved champion, reload a moved challenger, snapshot if due."""
         try:
+            if not self.tracker.exists():  # nothing promoted yet: keep serving, no store
+                await self._maybe_snapshot()
+                return
             new = await asyncio.to_thread(self.champion_source.poll)
             if new is not None:
                 await self.service.swap_policy(new)
@@ -121,18 +129,24 @@ class VersionManager:
                 if challenger is not None:
                     self.challenger = challenger
                     log.info("challenger %s (%s mode)", challenger.version, self.split.mode)
-            version = await asyncio.to_thread(self.snapshots.maybe, self.service.policy)
-            if version is not None:
-                self._since = datetime.now(timezone.utc)
-                log.info("snapshot %s of %s", getattr(version, "name", version),
-                         self.service.policy.version)
+            await self._maybe_snapshot()
         except RouteBanditError as exc:
             log.warning("policy versions: %s (retrying in %.0f s)", exc, self.poll_interval_s)
+
+    async def _maybe_snapshot(self) -> None:
+        version = await asyncio.to_thread(self.snapshots.maybe, self.service.policy)
+        if version is not None:
+            self._since = datetime.now(timezone.utc)
+            log.info("snapshot %s of %s", getattr(version, "name", version),
+                     self.service.policy.version)
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval_s)
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception:  # reported, and retried at the next poll
+                log.exception("policy versions: poll failed")
 
     def _recent_examples(self) -> Sequence[Any]:
         if self.store is None:

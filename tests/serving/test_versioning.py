@@ -102,3 +102,18 @@ async def test_snapshots_on_schedule_and_shutdown(service: RouterService, tracke
     new = [v for v in tracker.list_versions() if v.version not in before]
     assert [v.params.get("snapshot.reason") for v in new] == ["shutdown", "schedule"]
     assert all(v.kind == "snapshot" and v.parent == policy.version for v in new)
+
+
+async def test_without_a_store_the_service_keeps_serving_and_creates_none(
+    service: RouterService, tmp_path: Path
+) -> None:
+    from feedback.tracking import Tracker
+
+    db = tmp_path / "nowhere" / "mlflow.db"
+    manager = VersionManager(service, Tracker(f"sqlite:///{db}"), poll_interval_s=3600)
+    await manager.start()
+    version = service.policy.version
+    relearn(service.policy, synthetic.traffic(3, seed=4))
+    await manager.poll_once()
+    await manager.stop()
+    assert service.policy.version == version and not db.exists()
