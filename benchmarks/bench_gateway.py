@@ -309,27 +309,29 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
-async def latency(direct: str, gateway: str, n: int, warmup: int,
+async def latency(direct: str, gateway: str, bare: str, n: int, warmup: int,
                   token: str | None) -> dict[str, float]:
+    """p50/p99 at concurrency 1; the three targets interleaved one request at a time."""
     client = _client_factory(1, token)()
+    urls = {"direct": direct, "gateway": gateway, "bare": bare}
+    times: dict[str, list[float]] = {k: [] for k in urls}
     try:
-        for _ in range(warmup):
-            await client.post(direct), await client.post(gateway)
-        d, g = [], []
-        for _ in range(n):
-            for url, out in ((direct, d), (gateway, g)):
+        for i in range(warmup + n):
+            for name, url in urls.items():
                 t = time.perf_counter()
                 status = await client.post(url)
-                out.append((time.perf_counter() - t) * 1000)
+                if i >= warmup:
+                    times[name].append((time.perf_counter() - t) * 1000)
                 if status != 200:
                     raise RuntimeError(f"{url} answered {getattr(client, 'last_error', status)}")
     finally:
         await client.close()
-    return {
-        "direct_p50_ms": pct(d, 50), "direct_p99_ms": pct(d, 99),
-        "gateway_p50_ms": pct(g, 50), "gateway_p99_ms": pct(g, 99),
-        "added_p50_ms": pct(g, 50) - pct(d, 50), "added_p99_ms": pct(g, 99) - pct(d, 99),
-    }
+    out = {f"{k}_{q}_ms": pct(v, int(q[1:])) for k, v in times.items() for q in ("p50", "p99")}
+    for q in ("p50", "p99"):
+        out[f"added_{q}_ms"] = out[f"gateway_{q}_ms"] - out[f"direct_{q}_ms"]
+        # what any FastAPI + httpx hop costs on this machine, for scale
+        out[f"bare_added_{q}_ms"] = out[f"bare_{q}_ms"] - out[f"direct_{q}_ms"]
+    return out
 
 
 async def throughput(url: str, concurrency: int, duration: float, warmup: float,
@@ -392,7 +394,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # The direct calls carry the key too (the fake ignores it), so both sides send
         # the same bytes.
-        out["latency_c1"] = go(latency(f"{upstream}/chat/completions", url(gw),
+        out["load_average_before"] = os.getloadavg()
+        out["latency_c1"] = go(latency(f"{upstream}/chat/completions", url(gw), url(bare),
                                        args.requests, args.warmup_requests, rb_key))
         rps: dict[str, list[float]] = {"gateway": [], "bare": [], "litellm": []}
         for _ in range(args.rounds):
@@ -401,6 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if p is not None:
                     rps[name].append(go(throughput(url(p), args.concurrency, args.duration,
                                                    args.warmup, key)))
+        out["load_average_after"] = os.getloadavg()
         tp = {k: sum(v) / len(v) for k, v in rps.items() if v}
         out["throughput_rps"] = tp
         out["throughput_rounds"] = {k: v for k, v in rps.items() if v}
@@ -429,7 +433,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="")
     parser.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm",
                         help="the litellm CLI of a separate virtualenv")
-    parser.add_argument("--requests", type=int, default=2000, help="per side, concurrency 1")
+    parser.add_argument("--requests", type=int, default=2000,
+                        help="per target, concurrency 1")
     parser.add_argument("--warmup-requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0)
