@@ -9,11 +9,13 @@ variable holding its key (``api_key_env``). httpx's exceptions are translated in
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import certifi
 import httpx
 
 from bandit.catalog import ModelSpec
@@ -98,13 +100,15 @@ class Completion:
 
 
 def new_client(
-    *, timeouts: Timeouts | None = None, max_connections: int = 512
+    *, timeouts: Timeouts | None = None, max_connections: int = 512,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> httpx.AsyncClient:
     """The shared client (the app's lifespan owns and closes it)."""
     limits = httpx.Limits(max_connections=max_connections,
                           max_keepalive_connections=max_connections, keepalive_expiry=30.0)
     return httpx.AsyncClient(timeout=(timeouts or Timeouts()).httpx(), limits=limits,
-                             follow_redirects=False, trust_env=False)
+                             follow_redirects=False, trust_env=False,
+                             verify=ssl_context or True)
 
 
 def _translate(exc: httpx.HTTPError, model: str) -> UpstreamError:
@@ -123,9 +127,12 @@ def _translate(exc: httpx.HTTPError, model: str) -> UpstreamError:
 def new_clients(
     n: int, *, timeouts: Timeouts | None = None, max_connections: int = 512
 ) -> list[httpx.AsyncClient]:
-    """``n`` clients sharing ``max_connections`` (see :class:`Upstream` for why)."""
+    """``n`` clients sharing ``max_connections`` and one TLS context (loading the CA
+    bundle is the slow part of making a client); see :class:`Upstream` for why."""
     per = max(1, max_connections // max(1, n))
-    return [new_client(timeouts=timeouts, max_connections=per) for _ in range(max(1, n))]
+    context = ssl.create_default_context(cafile=certifi.where())
+    return [new_client(timeouts=timeouts, max_connections=per, ssl_context=context)
+            for _ in range(max(1, n))]
 
 
 class Upstream:
