@@ -138,17 +138,28 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux), to report CPU per request: a figure
+    that, unlike requests/s, barely depends on what else the machine is running."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(url: str, script: str, *, connections: int, duration: float, threads: int = 1,
-        args: list[str] | None = None) -> dict[str, float]:
+        args: list[str] | None = None, pid: int | None = None) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency",
            "--timeout", "5s", "-s", f.name, url]
     if args:
         cmd += ["--", *args]
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
     os.unlink(f.name)
-    return parse_wrk(out)
+    res = parse_wrk(out)
+    if pid and res["requests"]:
+        res["server_cpu_us_per_request"] = (cpu_seconds(pid) - cpu0) / res["requests"] * 1e6
+    return res
 
 
 def _ms(value: str, unit: str) -> float:
@@ -213,9 +224,10 @@ def main() -> int:
             # round of each is reported.
             bares, routes = [], []
             for _ in range(args.rounds):
-                bares.append(wrk(bare_url, route_lua, connections=c, duration=dur))
+                bares.append(wrk(bare_url, route_lua, connections=c, duration=dur,
+                                 pid=bare_proc.pid))
                 routes.append(wrk(route_url, route_lua, connections=c, duration=dur,
-                                  args=[ids]))
+                                  args=[ids], pid=proc.pid))
             results["bare"] = max(bares, key=lambda r: r["rps"])
             results["route"] = max(routes, key=lambda r: r["rps"])
             results["rounds"] = {"bare_rps": [r["rps"] for r in bares],
@@ -229,7 +241,7 @@ def main() -> int:
             before = count_feedback(tmp)
             t0 = time.monotonic()
             fb = wrk(f"http://127.0.0.1:{port}/v1/feedback", FEEDBACK_LUA, connections=c,
-                     duration=dur, args=[ids])
+                     duration=dur, args=[ids], pid=proc.pid)
             elapsed = time.monotonic() - t0
             stored = count_feedback(tmp) - before
             fb["decision_ids"] = n_ids
@@ -245,6 +257,12 @@ def main() -> int:
     results["route_vs_bare"] = ratio
     print(json.dumps(results, indent=2))
     print()
+    cpu = {k: results[k].get("server_cpu_us_per_request", 0.0) for k in ("bare", "route",
+                                                                         "feedback")}
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"server CPU per request: bare {cpu['bare']:.0f} us, route {cpu['route']:.0f} us "
+          f"(ratio {cpu['bare'] / cpu['route'] if cpu['route'] else 0:.2f}), "
+          f"feedback {cpu['feedback']:.0f} us")
     print(f"bare FastAPI+VW     : {bare['rps']:8.0f} req/s  p99 {bare.get('p99_ms', 0):6.2f} ms")
     print(f"POST /v1/route      : {route['rps']:8.0f} req/s  p99 {route.get('p99_ms', 0):6.2f} ms"
           f"  ({ratio:.2f}x bare; target >= 0.60x, p99 <= 25 ms)")

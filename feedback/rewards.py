@@ -12,8 +12,25 @@ from dataclasses import dataclass
 
 from bandit.catalog import Catalog
 from bandit.decision import Decision
+from bandit.reward import RewardWeights
 from bandit.reward import reward as reward_of
 from feedback.records import OutcomeRecord
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """What a reward needs to know of a decision (small enough to cache by the thousand)."""
+
+    model: str
+    weights: RewardWeights
+    expected_cost_usd: float
+    expected_latency_ms: float
+
+    @classmethod
+    def of(cls, decision: Decision) -> Chosen:
+        action = decision.actions[decision.index]
+        return cls(decision.model, decision.weights, action.expected_cost_usd,
+                   action.expected_latency_ms)
 
 
 @dataclass(frozen=True)
@@ -26,7 +43,7 @@ class Reward:
 
 
 def feedback_reward(
-    decision: Decision,
+    decision: Decision | Chosen,
     *,
     catalog: Catalog,
     score: float,
@@ -45,7 +62,7 @@ def feedback_reward(
     >>> round(r.cost_usd, 6), round(r.value, 4)
     (0.001, 0.98)
     """
-    action = decision.actions[decision.index]
+    chosen = decision if isinstance(decision, Chosen) else Chosen.of(decision)
     o = outcome
     in_tok = input_tokens if input_tokens is not None else (o.input_tokens if o else None)
     out_tok = output_tokens if output_tokens is not None else (o.output_tokens if o else None)
@@ -54,16 +71,16 @@ def feedback_reward(
 
     cost: float | None = cost_usd
     if cost is None and (input_tokens is not None or output_tokens is not None):
-        cost = _priced(catalog, decision.model, input_tokens or 0, output_tokens or 0)
+        cost = _priced(catalog, chosen.model, input_tokens or 0, output_tokens or 0)
     if cost is None and outcome is not None:
         cost = outcome.cost_usd
         if cost is None and (outcome.input_tokens is not None or outcome.output_tokens is not None):
-            cost = _priced(catalog, decision.model, outcome.input_tokens or 0,
+            cost = _priced(catalog, chosen.model, outcome.input_tokens or 0,
                            outcome.output_tokens or 0)
     if cost is None:
-        cost = action.expected_cost_usd
-    latency = measured_latency if measured_latency is not None else action.expected_latency_ms
-    value = reward_of(decision.weights, quality=score, cost_usd=cost, latency_ms=latency)
+        cost = chosen.expected_cost_usd
+    latency = measured_latency if measured_latency is not None else chosen.expected_latency_ms
+    value = reward_of(chosen.weights, quality=score, cost_usd=cost, latency_ms=latency)
     return Reward(
         value=value,
         cost_usd=cost,

@@ -353,6 +353,17 @@ class Store:
             feedback=None if fb_row is None else _feedback_record(fb_row._mapping),
         )
 
+    def load_decisions(self, decision_ids: Sequence[str]) -> dict[str, Decision]:
+        """The decisions with these ids (those that exist), by id."""
+        out: dict[str, Decision] = {}
+        with self._conn() as conn:
+            for start in range(0, len(decision_ids), 500):
+                chunk = list(decision_ids[start : start + 500])
+                stmt = select(DecisionRow.id, DecisionRow.payload).where(DecisionRow.id.in_(chunk))
+                for row in conn.execute(stmt):
+                    out[row.id] = Decision.from_dict(row.payload)
+        return out
+
     def logged(
         self,
         since: datetime | None = None,

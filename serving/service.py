@@ -38,7 +38,7 @@ from feedback.records import (
     OutcomeRecord,
     PendingDecision,
 )
-from feedback.rewards import feedback_reward
+from feedback.rewards import Chosen, feedback_reward
 from feedback.store import Store
 from feedback.writer import BatchWriter
 from serving.metrics import Metrics
@@ -140,10 +140,23 @@ class CallOutcome:
 
 @dataclass(frozen=True)
 class _Recent:
-    decision: Decision
+    # Deliberately small: a few objects per entry keep Python's GC pauses short (full
+    # Decisions by the ten thousand cost a 100 ms collection now and then).
+    chosen: Chosen
     tenant: str
     kind: str = POLICY
     outcome: OutcomeRecord | None = None
+
+
+@dataclass(frozen=True)
+class _ToLearn:
+    seq: int
+    decision_id: str
+    decision: Decision | None  # None: loaded from the store by the learner thread
+    reward: float
+    outcome: Mapping[str, float | None]
+    kind: str
+    queued: float
 
 
 class RouterService:
@@ -161,7 +174,7 @@ class RouterService:
         store_prompts: bool = False,
         max_prompt_chars: int = 200_000,
         flush_interval_s: float = 0.2,
-        decision_cache_size: int = 10_000,
+        decision_cache_size: int = 50_000,
     ) -> None:
         if default_profile not in profiles:
             raise RequestError(f"default_profile: {default_profile!r} is not a profile")
@@ -178,7 +191,7 @@ class RouterService:
         self._cache_size = decision_cache_size
         self._recent: OrderedDict[str, _Recent] = OrderedDict()
         self._policy: Policy | None = None
-        self._learn_q: asyncio.Queue[tuple[LearnItem, float] | None] | None = None
+        self._learn_q: asyncio.Queue[_ToLearn | None] | None = None
         self._learn_task: asyncio.Task[None] | None = None
         self._catalog_lock = asyncio.Lock()
 
@@ -290,7 +303,7 @@ class RouterService:
                 prompt_text=_prompt_text(req.system, req.turns) if self.store_prompts else None,
             )
         )
-        self._remember(decision_id, _Recent(decision, tenant, kind))
+        self._remember(decision_id, _Recent(Chosen.of(decision), tenant, kind))
         self.metrics.decisions.labels(decision.model, kind).inc()
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         return decision_id, decision
@@ -346,7 +359,7 @@ class RouterService:
         """
         recent = await self._lookup(decision_id, tenant)
         r = feedback_reward(
-            recent.decision, catalog=self._catalog, score=score, latency_ms=latency_ms,
+            recent.chosen, catalog=self._catalog, score=score, latency_ms=latency_ms,
             input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
             outcome=recent.outcome,
         )
@@ -363,10 +376,15 @@ class RouterService:
             return result
         self.metrics.feedback.labels("accepted").inc()
         self.metrics.observe_reward(result.record.reward)
-        item = LearnItem(seq=result.record.seq, decision=recent.decision,
-                         reward=result.record.reward, outcome=r.measured, kind=recent.kind)
+        pending = self.writer.pending(decision_id)
+        item = _ToLearn(
+            seq=result.record.seq, decision_id=decision_id,
+            decision=None if pending is None else pending.decision,
+            reward=result.record.reward, outcome=r.measured, kind=recent.kind,
+            queued=time.perf_counter(),
+        )
         if self._learn_q is not None:
-            self._learn_q.put_nowait((item, time.perf_counter()))
+            self._learn_q.put_nowait(item)
             self.metrics.learn_backlog.set(self._learn_q.qsize())
         return result
 
@@ -390,11 +408,12 @@ class RouterService:
         if recent is None:
             pending = self.writer.pending(decision_id)
             if pending is not None:
-                recent = _Recent(pending.decision, pending.tenant, pending.kind)
+                recent = _Recent(Chosen.of(pending.decision), pending.tenant, pending.kind)
             else:
                 record = await asyncio.to_thread(self.store.get_decision, decision_id)
                 if record is not None:
-                    recent = _Recent(record.decision, record.tenant, record.kind, record.outcome)
+                    recent = _Recent(Chosen.of(record.decision), record.tenant, record.kind,
+                                     record.outcome)
         if recent is None or (tenant is not None and recent.tenant != tenant):
             raise UnknownDecisionError(decision_id)
         return recent
@@ -442,7 +461,7 @@ class RouterService:
         timeout = max(0.05, min(self.learner.checkpoint_interval_s, 5.0))
         stopping = False
         while not stopping:
-            batch: list[tuple[LearnItem, float]] = []
+            batch: list[_ToLearn] = []
             try:
                 first = await asyncio.wait_for(q.get(), timeout=timeout)
             except asyncio.TimeoutError:
@@ -459,10 +478,10 @@ class RouterService:
                     continue
                 batch.append(nxt)
             if batch:
-                n = await asyncio.to_thread(self.learner.learn_many, [i for i, _ in batch])
+                n = await asyncio.to_thread(self._learn_batch, batch)
                 now = time.perf_counter()
-                for _, queued in batch:
-                    self.metrics.learn_lag.observe(now - queued)
+                for b in batch:
+                    self.metrics.learn_lag.observe(now - b.queued)
                 self.metrics.learned.inc(n)
                 self.metrics.learn_backlog.set(q.qsize())
             if self.learner.due():
@@ -474,6 +493,19 @@ class RouterService:
                     log.error("checkpoint failed, will retry: %s", exc)
                 else:
                     self.metrics.checkpoints.inc()
+
+    def _learn_batch(self, batch: Sequence[_ToLearn]) -> int:
+        missing = [b.decision_id for b in batch if b.decision is None]
+        loaded = self.store.load_decisions(missing) if missing else {}
+        items = []
+        for b in batch:
+            decision = b.decision or loaded.get(b.decision_id)
+            if decision is None:  # deleted meanwhile; nothing left to learn from
+                log.warning("decision %s of feedback %d is gone", b.decision_id, b.seq)
+                continue
+            items.append(LearnItem(seq=b.seq, decision=decision, reward=b.reward,
+                                   outcome=b.outcome, kind=b.kind))
+        return self.learner.learn_many(items)
 
     def _on_flush(self, n_decisions: int, n_ops: int, seconds: float) -> None:
         self.metrics.write_seconds.observe(seconds)

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     learn_forced: bool = Field(True, description="Learn from forced (pass-through) decisions.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body (413).")
     max_prompt_chars: int = Field(200_000, ge=1, description="Longest prompt (422).")
-    decision_cache_size: int = Field(10_000, ge=0, description="Recent decisions in memory.")
+    decision_cache_size: int = Field(50_000, ge=0, description="Recent decisions in memory.")
     log_level: str = Field("info", description="Logging level.")
 
     @field_validator("exploration")
