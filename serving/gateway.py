@@ -457,7 +457,8 @@ class Gateway:
 
     async def _relay(self, call: _Call, first: bytes, raw: AsyncIterator[bytes],
                      stack: AsyncExitStack, client_usage: bool) -> AsyncIterator[bytes]:
-        status, error = "cancelled", "the client went away mid-stream"
+        status: str = "cancelled"
+        error: str | None = "the client went away mid-stream"
         try:
             event: bytes | None = first
             while event is not None:

@@ -20,25 +20,35 @@ class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROUTEBANDIT_GATEWAY_", extra="forbid",
                                       frozen=True)
 
-    max_attempts: int = Field(3, ge=1, le=10, description="Models tried per request.")
-    deadline_s: float = Field(60.0, gt=0, description="Total time for all attempts.")
-    connect_timeout_s: float = Field(5.0, gt=0, description="Connecting to an upstream.")
-    read_timeout_s: float = Field(120.0, gt=0, description="Between two bytes from upstream.")
-    cooldown_failures: int = Field(3, ge=1, description="Consecutive failures to cool down.")
-    cooldown_s: float = Field(30.0, ge=0, description="First cooldown; doubles per failed probe.")
+    max_attempts: int = Field(default=3, ge=1, le=10,
+                              description="Models tried per request.")
+    deadline_s: float = Field(default=60.0, gt=0,
+                              description="Total time for all attempts.")
+    connect_timeout_s: float = Field(default=5.0, gt=0,
+                                     description="Connecting to an upstream.")
+    read_timeout_s: float = Field(default=120.0, gt=0,
+                                  description="Between two bytes from an upstream.")
+    cooldown_failures: int = Field(default=3, ge=1,
+                                   description="Consecutive failures to cool down.")
+    cooldown_s: float = Field(default=30.0, ge=0,
+                              description="First cooldown; doubles per failed probe.")
     cascade_profiles: frozenset[str] = Field(
-        frozenset(), description="Profiles (auto:<profile>) served in cascade mode.")
-    cache: bool = Field(False, description="Exact-match cache for temperature-0 requests.")
-    cache_max_entries: int = Field(1024, ge=1)
-    cache_ttl_s: float = Field(3600.0, gt=0)
+        default=frozenset(), description="Profiles (auto:<profile>) served in cascade mode.")
+    cache: bool = Field(default=False,
+                        description="Exact-match cache for temperature-0 requests.")
+    cache_max_entries: int = Field(default=1024, ge=1)
+    cache_ttl_s: float = Field(default=3600.0, gt=0)
     default_quality: float | None = Field(
-        None, ge=0, le=1, description="Quality applied when no feedback arrives in time.")
-    default_quality_delay_s: float = Field(600.0, gt=0)
+        default=None, ge=0, le=1,
+        description="Quality applied when no feedback arrives in time.")
+    default_quality_delay_s: float = Field(default=600.0, gt=0)
     failure_quality: float | None = Field(
-        0.0, ge=0, le=1, description="Quality fed back for a failed or rejected call.")
-    max_connections: int = Field(512, ge=1, description="Upstream connection pool size.")
+        default=0.0, ge=0, le=1, description="Quality fed back for a failed or rejected call.")
+    max_connections: int = Field(default=512, ge=1,
+                                 description="Upstream connection pool size.")
     client_shards: int = Field(
-        8, ge=1, le=64, description="httpx clients the pool is split across (CPU per call).")
+        default=8, ge=1, le=64,
+        description="httpx clients the pool is split across (CPU per call).")
 
     def config(self) -> GatewayConfig:
         return GatewayConfig(
