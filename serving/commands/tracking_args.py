@@ -4,6 +4,7 @@ decision log live, and which window of logged traffic to read."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 from datetime import datetime, timedelta, timezone
@@ -99,9 +100,17 @@ def data_dir(args: argparse.Namespace) -> Path:
     return Path(raw).expanduser()
 
 
+def quiet_mlflow() -> None:
+    """Keep MLflow's progress bars and INFO lines out of the command's output."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def tracker(args: argparse.Namespace) -> Tracker:
     from feedback.tracking import EXPERIMENT, MODEL_NAME, Tracker, resolve_tracking_uri
 
+    quiet_mlflow()
     uri = resolve_tracking_uri(args.tracking_uri, data_dir=data_dir(args))
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
