@@ -32,7 +32,12 @@ from bandit.features import estimate_tokens, featurize, parse_request
 from serving.cache import CachedAnswer, ResponseCache, cache_key
 from serving.checks import answer_problem, completion_problem, wants_json
 from serving.cooldown import Cooldown
-from serving.upstream import Upstream, UpstreamError, UpstreamStatusError
+from serving.upstream import (
+    Upstream,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 
 log = logging.getLogger("routebandit.gateway")
 
@@ -447,7 +452,8 @@ class Gateway:
             first = await raw.__anext__()
         except StopAsyncIteration:
             await stack.aclose()
-            return StreamAnswer(_replay([]), _headers(call.decision_id, call.spec.name))
+            raise UpstreamProtocolError(f"{call.spec.name}: the stream ended before any event",
+                                        model=call.spec.name) from None
         except BaseException:
             await stack.aclose()
             raise
