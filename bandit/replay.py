@@ -18,11 +18,13 @@ fresh policy seeded alike:
    and mean cost per prompt of the chosen models give one point of the frontier.
 
 Baselines share the prompts, the features and the metric code
-(:mod:`bandit.frontier`): every single model, uniform random routing, the **oracle**
-(peeks at test grades: per prompt the best quality, cheapest on ties, and its
-cost-weighted variants) and the **full-information baseline**, a Vowpal Wabbit
-regressor on the same features that sees every model's grade on every train prompt,
-then picks ``argmax predicted quality - w * expected cost`` on test for each ``w``.
+(:mod:`bandit.frontier`): every single model, uniform random routing, a **per-task
+table** (full information plus the task label: the best model per task on train), the
+**oracle** (peeks at test grades: per prompt the best quality, cheapest on ties, and
+its cost-weighted variants) and the **full-information baseline**, a Vowpal Wabbit
+logistic regression on the same features that sees every model's grade on every train
+prompt, then picks ``argmax predicted quality - w * expected cost`` on test for each
+``w``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from bandit.frontier import FrontierMetrics, frontier_metrics
 from bandit.outcomes import OutcomeTable
 from bandit.policy import Policy, PolicyConfig
 from bandit.reward import COST_UNIT_USD, RewardWeights, reward
-from bandit.vwformat import action_features, shared_line
+from bandit.vwformat import shared_line
 
 #: From "quality only" to "one thousandth of a dollar outweighs a correct answer".
 DEFAULT_COST_WEIGHTS = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -350,6 +352,30 @@ def oracle_points(
     )
 
 
+def per_task_points(
+    table: OutcomeTable, cost_weights: Sequence[float]
+) -> tuple[OperatingPoint, ...]:
+    """A static per-task table, FULL INFORMATION and TASK LABEL: for each ``w``, every
+    task is sent to the model with the best train ``mean q - w * mean cost / $0.001``
+    on that task (cheapest on ties). What a router gains from knowing the task alone.
+    """
+    train, rows = table.indices("train"), table.indices("test")
+    tasks = np.array(table.tasks)
+    points = []
+    for w in cost_weights:
+        pick: dict[str, int] = {}
+        for task in sorted(set(table.tasks)):
+            idx = train[tasks[train] == task]
+            if len(idx) == 0:  # a task only on test: fall back to the whole train split
+                idx = train
+            q, c = table.quality[idx].mean(axis=0), table.cost_usd[idx].mean(axis=0)
+            score = (q - w * c / COST_UNIT_USD)[None, :]
+            pick[task] = int(_argmax_cheapest(score, c[None, :])[0])
+        chosen = np.array([pick[table.tasks[i]] for i in rows], dtype=np.int64)
+        points.append(_point(table, rows, chosen, cost_weight=w))
+    return tuple(points)
+
+
 # -- the bandit --------------------------------------------------------------------------
 def replay_bandit(
     table: OutcomeTable,
@@ -497,11 +523,14 @@ def full_information_predictions(
         parser = vw.TextFormatParser(ws)
     except Exception as exc:  # VW raises plain RuntimeError/ValueError on bad args
         raise PolicyError(f"cannot create the Vowpal Wabbit regressor: {exc}") from exc
-    arms = [action_features(spec, cost_penalty=0.0, latency_penalty=0.0) for spec in catalog]
+    # The policy's own action features (with no cost weight, so no cost term), through
+    # its public API: whatever the bandit sees of a model, this baseline sees too.
+    probe = Policy(catalog, config=config.policy, seed=config.seed,
+                   weights=RewardWeights(quality=1.0, cost=0.0, latency=0.0))
 
-    def line(ctx: Context, j: int, label: str = "") -> str:
+    def lines(ctx: Context) -> list[str]:
         shared = shared_line(ctx)[len("shared"):]
-        return f"{label}{shared} {arms[j]}"
+        return [f"{shared} {a.features}" for a in probe.actions_for(ctx)]
 
     estimates = Estimates()
     order = train_order(table, config.seed)
@@ -513,20 +542,21 @@ def full_information_predictions(
     rng = np.random.default_rng(config.seed)
     for p in range(config.full_info_passes):
         for i in order if p == 0 else rng.permutation(order):
+            arm_lines = lines(contexts[i])
             for j in rng.permutation(table.n_models):
                 q = float(table.quality[i, j])
                 for label, weight in ((1, q), (-1, 1.0 - q)):
                     if weight > 0:
-                        ws.learn_one(parser.parse_line(
-                            line(contexts[i], int(j), f"{label} {weight:.6g}")))
+                        ws.learn_one(parser.parse_line(f"{label} {weight:.6g}{arm_lines[j]}"))
             if progress is not None:
                 progress(1)
     rows = table.indices("test")
     pred = np.empty((len(rows), table.n_models))
     cost = np.empty((len(rows), table.n_models))
     for n, i in enumerate(rows):
+        arm_lines = lines(contexts[i])
         for j, spec in enumerate(catalog):
-            score = ws.predict_one(parser.parse_line(line(contexts[i], j)))
+            score = ws.predict_one(parser.parse_line(arm_lines[j]))
             if not isinstance(score, (int, float)):
                 raise PolicyError(f"the regressor predicted {score!r}, not a number")
             pred[n, j] = float(score)
@@ -602,6 +632,8 @@ def replay(
         result("full_information",
                "full-information baseline, sees every model's grade on train",
                full_information_points(table, pred, cost, config.cost_weights)),
+        result("per_task", "per-task table, full information plus the task label: "
+               "best model per task on train", per_task_points(table, config.cost_weights)),
         result("oracle", "oracle (peeks at test grades)",
                oracle_points(table, config.cost_weights), peeks=True),
         result("random", "uniform random routing", [random_point(table)]),

@@ -26,7 +26,7 @@ A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` wri
         name: {"label", "peeks", "frontier": [...], "hull": [...],
                "cost_pct_for_95", "cost_pct_for_98", "quality_pct_at_10",
                "quality_pct_at_30", "aiq"}
-      },  # names: full_information, oracle, random, single_models
+      },  # names: full_information, per_task, oracle, random, single_models
       "learning_curve": [{"cost_weight", "points": [{"step", "mean_reward",
                           "mean_quality", "mean_cost_per_prompt"}]}],
       "learning_curve_reference": {"model", "points": [{"step", "mean_quality"}]},
@@ -210,6 +210,7 @@ def _short(r: RouterResult) -> str:
     return {
         "bandit": "bandit (routebandit, bandit feedback)",
         "full_information": "full-information baseline (sees all train)",
+        "per_task": "per-task table (all train grades + task)",
         "oracle": "oracle (peeks at test grades)",
         "random": "uniform random",
         "single_models": "single models (and their random mixtures)",
@@ -230,6 +231,8 @@ def plot(result: ReplayResult, path: Path) -> None:
         (result.bandit, "C0", "o", "bandit (bandit feedback)"),
         (result.baseline("full_information"), "C1", "s",
          "full-information baseline (sees every train grade)"),
+        (result.baseline("per_task"), "C4", "v",
+         "per-task table (every train grade + the task label)"),
         (result.baseline("oracle"), "C2", "^", "oracle (peeks)"),
     )
     for r, color, marker, label in styles:

@@ -108,7 +108,8 @@ def assert_schema(out: dict[str, Any], n_weights: int) -> None:
         assert key in out
         assert out[key] is None or isinstance(out[key], float)
     assert out["aiq_cost_range"][0] == 0.0
-    assert set(out["baselines"]) == {"full_information", "oracle", "random", "single_models"}
+    assert set(out["baselines"]) == {"full_information", "per_task", "oracle", "random",
+                                     "single_models"}
     for b in out["baselines"].values():
         assert {"label", "peeks", "frontier", "hull", *HEADLINE} <= set(b)
     assert out["baselines"]["oracle"]["peeks"] is True
@@ -190,6 +191,10 @@ def test_baselines(result: Any, table: OutcomeTable) -> None:
     full = result.baseline("full_information")
     assert [p.cost_weight for p in full.points] == [0.0, 0.05, 1.0]
     assert full.points[0].quality > 0.9
+    per_task = result.baseline("per_task")
+    assert per_task.points[0].quality == 1.0  # math -> mathy, code -> coder
+    assert per_task.points[0].choices == (("coder", 0.5), ("mathy", 0.5))
+    assert per_task.points[-1].choices == (("tiny", 1.0),)  # w = 1: a grade < $0.001
 
 
 def test_oracle_picks_cheapest_best_model() -> None:
