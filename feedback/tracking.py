@@ -65,7 +65,18 @@ _URI_LOCK = threading.RLock()
 
 
 class TrackingError(RouteBanditError):
-    """MLflow could not store or find a policy version (wraps ``MlflowException``)."""
+    """MLflow could not store or find a policy version (wraps ``MlflowException``).
+
+    ``code`` is MLflow's error code, e.g. ``RESOURCE_DOES_NOT_EXIST``.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# What MLflow answers for a missing registered model, version or alias.
+_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
 
 def resolve_tracking_uri(
@@ -251,7 +262,7 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except MlflowException as exc:
-        raise TrackingError(str(exc.message if hasattr(exc, "message") else exc)) from exc
+        raise TrackingError(str(exc.message), code=exc.error_code) from exc
 
 
 class Tracker:
@@ -475,11 +486,16 @@ class Tracker:
         return int(self._model_version(ref).version)
 
     def alias_version(self, alias: str) -> int | None:
-        """The version an alias points to, or ``None`` when it is unset."""
+        """The version an alias points to, or ``None`` when it (or the model) is unset.
+
+        Any other failure (the store is unreachable) raises :class:`TrackingError`.
+        """
         try:
             return self.resolve(alias)
-        except TrackingError:
-            return None
+        except TrackingError as exc:
+            if exc.code in _NOT_FOUND:
+                return None
+            raise
 
     def show(self, ref: str | int) -> VersionInfo:
         mv = self._model_version(ref)
@@ -499,10 +515,7 @@ class Tracker:
     def list_versions(self) -> list[VersionInfo]:
         """Every registered version, newest first."""
         with _translated():
-            try:
-                found = self.client.search_model_versions(f"name='{self.model_name}'")
-            except Exception:
-                return []
+            found = self.client.search_model_versions(f"name='{self.model_name}'")
         return sorted((self.show(int(mv.version)) for mv in found),
                       key=lambda v: -v.version)
 
