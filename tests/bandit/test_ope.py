@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bandit.decision import Action, Decision
 from bandit.errors import PolicyError
@@ -167,3 +169,42 @@ def test_evaluate_greedy_one_hot_and_outcomes() -> None:
     assert report.outcomes["quality"].value == pytest.approx(2.0)
     metrics = report.metrics("ope.")
     assert {"ope.ips", "ope.dr_low", "ope.share.m2", "ope.quality"} <= set(metrics)
+
+
+# -- properties ---------------------------------------------------------------------------
+
+logs_strategy = st.integers(min_value=2, max_value=60).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.floats(-5, 5), min_size=n, max_size=n),
+        st.lists(st.floats(0.01, 1.0), min_size=n, max_size=n),
+        st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n),
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(logs_strategy)
+def test_snips_stays_within_the_observed_rewards(log: tuple[list[float], ...]) -> None:
+    r, mu, p = log
+    est = snips(r, mu, p)
+    if sum(p) > 0:
+        assert min(r) - 1e-9 <= est.value <= max(r) + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(logs_strategy)
+def test_dr_with_a_zero_reward_model_is_ips(log: tuple[list[float], ...]) -> None:
+    r, mu, p = log
+    zeros = [0.0] * len(r)
+    assert doubly_robust(r, mu, p, q_logged=zeros, q_target=zeros).value == pytest.approx(
+        ips(r, mu, p).value, abs=1e-9
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(logs_strategy)
+def test_intervals_contain_their_estimate(log: tuple[list[float], ...]) -> None:
+    r, mu, p = log
+    for est in (ips(r, mu, p), snips(r, mu, p)):
+        if not np.isnan(est.value):
+            assert est.low <= est.value <= est.high

@@ -82,6 +82,15 @@ def test_the_policy_lifecycle_through_the_cli(
     code, out, _ = run(capsys, "policy", "show", "champion", "--tracking-uri", uri)
     assert out.startswith("v1") and "weights.quality = 0.0" in out
 
+    code, out, _ = run(capsys, "policy", "list", "--tracking-uri", uri, "--json")
+    assert [v["version"] for v in json.loads(out)] == [2, 1]
+    code, out, _ = run(capsys, "policy", "show", "2", "--tracking-uri", uri, "--json")
+    assert json.loads(out)["params"]["kind"] == "train"
+    assert run(capsys, "policy", "challenger", "v1", "--tracking-uri", uri)[1] == (
+        "challenger: v1\n"
+    )
+    assert run(capsys, "policy", "challenger", "v2", "--tracking-uri", uri)[0] == 0
+
     code, out, _ = run(capsys, "policy", "compare", "v1", "v2", "--tracking-uri", uri)
     assert "weights.quality" in out and "exploration" in out
 
