@@ -265,7 +265,10 @@ class Gateway:
         cascade = forced is None and (
             bool(ext.get("cascade")) or (profile in self.config.cascade_profiles)
         )
-        key = cache_key(request) if self.cache is not None else None
+        # The key covers the extension and the tenant: a cached answer carries its
+        # decision id, which only its own tenant may post feedback on.
+        key = (cache_key({**request, "routebandit": ext, "tenant": tenant})
+               if self.cache is not None else None)
         if key is not None and self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
