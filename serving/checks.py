@@ -11,10 +11,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+_APOSTROPHE = "['\u2019]"
 _REFUSAL_RE = re.compile(
-    r"^\s*(I'?m sorry|I am sorry|Sorry|I apologi[sz]e|I can(?:'|no)t|I cannot|I won'?t|"
-    r"I am (?:not able|unable)|I'?m (?:not able|unable)|As an AI)\b[^.]{0,80}"
-    r"\b(help|assist|comply|provide|do that|answer|fulfil+)",
+    rf"^\s*(?:(?:I{_APOSTROPHE}?m|I am)\s+(?:very\s+|really\s+|so\s+)?sorry|sorry|"
+    rf"I apologi[sz]e|as an AI[^.,]{{0,60}})?[,.!:]?\s*(?:but\s+)?"
+    rf"I\s*(?:can{_APOSTROPHE}?t|cannot|can not|won{_APOSTROPHE}?t|will not|"
+    rf"(?:am|{_APOSTROPHE}m)\s+(?:not able|unable) to)\s+"
+    r"(?:help|assist|comply|provide|do that|answer|fulfil+|share|generate|create|write|"
+    r"support)",
     re.IGNORECASE,
 )
 
