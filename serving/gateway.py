@@ -152,10 +152,16 @@ class Answer:
 
 @dataclass(frozen=True)
 class StreamAnswer:
-    """A streamed answer: SSE events (each ending in a blank line) for the client."""
+    """A streamed answer: SSE events (each ending in a blank line) for the client.
+
+    Call ``abandon()`` once the response is over, sent or not: if the events were never
+    iterated (the client left before the body started) it records the call as cancelled
+    and closes the upstream stream, which the events' own cleanup would otherwise do.
+    """
 
     events: AsyncIterator[bytes]
     headers: dict[str, str]
+    abandon: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -173,6 +179,7 @@ class _Call:
     tool_calls: bool = False
     messages: Sequence[Mapping[str, Any]] = ()
     deferred: bool = False  # cascade: the caller records once the answer is checked
+    relaying: bool = False  # the stream's events are being iterated
     status: str | None = None
     error: str | None = None
 
@@ -391,7 +398,7 @@ class Gateway:
                     problem = self._stream_problem(call, json_expected)
                     if problem is None:
                         self._record(call, "ok", None)
-                        return StreamAnswer(_replay(events), relay.headers)
+                        return StreamAnswer(_replay(events), relay.headers)  # recorded
                     self._record(call, "rejected", f"cascade check: {problem}")
                     rejected = problem
                     continue
@@ -461,11 +468,20 @@ class Gateway:
             await stack.aclose()
             raise
         self.cooldown.success(call.spec.name)
+
+        def abandon() -> None:
+            if not call.relaying and call.status is None:
+                call.status = "cancelled"
+                if not call.deferred:
+                    self._record(call, "cancelled", "the client went away before the stream")
+                self._spawn(stack.aclose())
+
         return StreamAnswer(self._relay(call, first, raw, stack, client_usage),
-                            _headers(call.decision_id, call.spec.name))
+                            _headers(call.decision_id, call.spec.name), abandon)
 
     async def _relay(self, call: _Call, first: bytes, raw: AsyncIterator[bytes],
                      stack: AsyncExitStack, client_usage: bool) -> AsyncIterator[bytes]:
+        call.relaying = True
         status: str = "cancelled"
         error: str | None = "the client went away mid-stream"
         try:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from bandit.errors import RouteBanditError
-from serving.gateway import Answer, Gateway, GatewayError, UpstreamRejected
+from serving.gateway import Answer, Gateway, GatewayError, StreamAnswer, UpstreamRejected
 from serving.gateway_settings import GatewaySettings
 from serving.upstream import Upstream, new_clients
 
@@ -112,6 +112,20 @@ async def chat_completions(request: Request) -> Response:
         return _service_error(exc)
     if isinstance(answer, Answer):
         return Response(answer.body, media_type="application/json", headers=answer.headers)
-    return StreamingResponse(answer.events, media_type="text/event-stream",
-                             headers={**answer.headers, "cache-control": "no-cache",
-                                      "x-accel-buffering": "no"})
+    return _EventStream(answer)
+
+
+class _EventStream(StreamingResponse):
+    """SSE pass-through that lets the gateway clean up even if the body never starts."""
+
+    def __init__(self, answer: StreamAnswer) -> None:
+        super().__init__(answer.events, media_type="text/event-stream",
+                         headers={**answer.headers, "cache-control": "no-cache",
+                                  "x-accel-buffering": "no"})
+        self._abandon = answer.abandon
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._abandon()

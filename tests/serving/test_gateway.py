@@ -228,3 +228,27 @@ def test_default_quality_is_applied_after_delay(fakes: dict[str, FakeUpstream]) 
         wait_until(lambda: stack.router.defaults == [(decision_id, 0.7)])
     finally:
         stack.stop()
+
+
+async def test_a_stream_never_started_is_recorded_and_closed(
+    fakes: dict[str, FakeUpstream],
+) -> None:
+    from serving.gateway import Gateway, StreamAnswer
+    from serving.upstream import Upstream, new_client
+    from tests.fakes.stub_router import StubRouter
+    from tests.serving.gateway_stack import KEY_ENV, catalog_for
+
+    for fake in fakes.values():
+        reset(fake)
+    router = StubRouter(catalog_for(fakes))
+    client = new_client()
+    gateway = Gateway(router=router, upstream=Upstream(client, env={KEY_ENV: KEY}))
+    answer = await gateway.chat({"model": "auto", "messages": MESSAGES, "stream": True})
+    assert isinstance(answer, StreamAnswer)
+    answer.abandon()  # the client left before the body started
+    answer.abandon()  # idempotent
+    await gateway.aclose()
+    [(decision_id, _)] = router.routes
+    [outcome] = router.outcomes[decision_id]
+    assert outcome.status == "cancelled"
+    await client.aclose()
