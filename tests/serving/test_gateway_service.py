@@ -64,6 +64,17 @@ class App:
 @pytest.fixture
 def app(fakes: dict[str, FakeUpstream], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    yield from _app(fakes, tmp_path, monkeypatch, with_key=True)
+
+
+@pytest.fixture
+def dev_app(fakes: dict[str, FakeUpstream], tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    yield from _app(fakes, tmp_path, monkeypatch, with_key=False)
+
+
+def _app(fakes: dict[str, FakeUpstream], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+         *, with_key: bool) -> Iterator[App]:
     for fake in fakes.values():
         reset(fake)
     lines = ["models:"]
@@ -75,9 +86,11 @@ def app(fakes: dict[str, FakeUpstream], tmp_path: Path,
     monkeypatch.setenv(KEY_ENV, KEY)  # the catalog names this variable for the upstream key
     settings = load_settings(catalog=str(tmp_path / "catalog.yaml"), data_dir=str(tmp_path),
                              flush_interval_ms=10)
-    store = Store(settings.resolved_database_url)
-    key, _ = create_key(store, tenant="acme")
-    store.close()
+    key = "sk-anything"  # development mode: whatever the SDK sends
+    if with_key:
+        store = Store(settings.resolved_database_url)
+        key, _ = create_key(store, tenant="acme")
+        store.close()
     server = ServerThread(create_app(settings))
     server.start()
     a = App(server, key)
@@ -157,3 +170,8 @@ def test_models_list_and_openai_errors(app: App) -> None:
     with pytest.raises(openai.AuthenticationError):
         stranger.chat.completions.create(model="auto", messages=MESSAGES)
     stranger.close()
+
+
+def test_development_mode_accepts_whatever_key_the_sdk_sends(dev_app: App) -> None:
+    resp = dev_app.sdk.chat.completions.create(model="auto", messages=MESSAGES)
+    assert resp.model in MODELS
