@@ -23,6 +23,8 @@ model added to the catalog later cannot be credited with traffic it never saw.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,9 +215,25 @@ class MeanRewardModel:
 # -- evaluating a policy on logged decisions ------------------------------------------
 
 
+@functools.cache
+def _takes_weights(kind: type[Any]) -> bool:
+    try:
+        return "weights" in inspect.signature(kind.scores).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def target_pmf(target: Scorer, decision: Decision, *, greedy: bool = False) -> list[float]:
-    """The target's pmf over ``decision.actions`` (one-hot on its argmax if ``greedy``)."""
-    probs = target.scores(decision.context, decision.actions)
+    """The target's pmf over ``decision.actions`` (one-hot on its argmax if ``greedy``).
+
+    A target whose ``scores`` takes ``weights`` scores under the reward weights the
+    logged request carried, as it would have served that request.
+    """
+    if _takes_weights(type(target)):
+        probs = target.scores(decision.context, decision.actions,  # type: ignore[call-arg]
+                              weights=decision.weights)
+    else:
+        probs = target.scores(decision.context, decision.actions)
     if greedy:
         best = max(range(len(probs)), key=lambda i: (probs[i], -i))
         return [1.0 if i == best else 0.0 for i in range(len(probs))]

@@ -49,6 +49,9 @@ def relearn(policy: Policy, examples: Iterable[Example], *,
             policy_version=d.policy_version, feature_version=d.feature_version, weights=w,
             context=d.context, actions=actions,
         )
-        policy.learn(replayed, r, outcome={"cost_usd": x.cost_usd, "latency_ms": x.latency_ms})
+        # The logged quality, when there is one, is what the policy's model learns;
+        # cost and latency refine its estimates.
+        policy.learn(replayed, r, outcome={"quality": x.quality, "cost_usd": x.cost_usd,
+                                           "latency_ms": x.latency_ms})
         learned += 1
     return learned

@@ -62,9 +62,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label + role:<16} {est:<9} {_f(value):>11}  [{_f(low)}, {_f(high)}]")
     if ev.champion is not None:
         cand, champ = ev.reports[ev.candidate.name].dr, ev.reports[ev.champion.name].dr
-        verdict = ("better" if cand.low > champ.high else
-                   "worse" if cand.high < champ.low else "not distinguishable")
-        print(f"DR verdict: {ev.candidate.name} is {verdict} than {ev.champion.name}")
+        a, b = ev.candidate.name, ev.champion.name
+        verdict = (f"{a} is better than {b}" if cand.low > champ.high else
+                   f"{a} is worse than {b}" if cand.high < champ.low else
+                   f"{a} and {b} are not distinguishable at 95%")
+        print(f"DR verdict: {verdict}")
     return 0
 
 

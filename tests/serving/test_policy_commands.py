@@ -66,7 +66,8 @@ def test_the_policy_lifecycle_through_the_cli(
                        "--weights", "quality=1,cost=0.02")
     assert code == 0
     assert "v2 (candidate)" in out and "v1 (champion)" in out and "logging policy" in out
-    assert "DR verdict: v2 is better than v1" in out
+    # which one wins is tests/feedback/test_tracking.py's business; here, that it is said
+    assert "DR verdict: v2 " in out
 
     code, out, _ = run(capsys, "evaluate", "2", "--tracking-uri", uri, "--json", "--no-log",
                        "--since", "2026-01-01T06:00:00+00:00")
