@@ -71,6 +71,20 @@ def score(
                     rewards=rewards_under(examples, weights), outcomes=outcomes)
 
 
+def by_version(examples: Sequence[Example], *,
+               weights: RewardWeights | None = None) -> dict[str, Estimate]:
+    """Each serving policy version's observed mean reward on the traffic it served.
+
+    In A/B mode both arms serve (and log) live traffic, so this on-policy comparison of
+    the champion's and the challenger's decisions needs no importance weights.
+    """
+    rewards = rewards_under(examples, weights)
+    groups: dict[str, list[float]] = {}
+    for x, r in zip(examples, rewards, strict=True):
+        groups.setdefault(x.decision.policy_version, []).append(r)
+    return {v: Estimate.of_terms(rs) for v, rs in sorted(groups.items())}
+
+
 @dataclass(frozen=True)
 class Point:
     """Mean cost and quality of one policy or model (a point on the cost-quality plane)."""

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from bandit.errors import RouteBanditError
 from bandit.features import FEATURE_VERSION, featurize, parse_request
-from bandit.ope import Report, summary
+from bandit.ope import Estimate, Report, summary
 from bandit.policy import Policy
 from bandit.reward import RewardWeights
 from feedback.evaluation import (
@@ -624,12 +624,14 @@ class Tracker:
         greedy: bool = False,
         log: bool = True,
         window: Mapping[str, str] | None = None,
+        arms: Mapping[str, Estimate] | None = None,
     ) -> Evaluation:
         """Score ``candidate`` (and the champion) on logged traffic with IPS, SNIPS and DR.
 
         Both are scored on the same examples under the same reward (the logged one, or
         ``weights`` recomputed from quality, cost and latency). With ``log`` the result is
-        an ``evaluation`` run in the experiment.
+        an ``evaluation`` run in the experiment; ``arms`` (observed means per serving
+        version, A/B mode) are logged with it as ``arm.<version>.reward``.
         """
         if not examples:
             raise TrackingError("evaluate: no logged decisions with a reward in the window")
@@ -652,6 +654,11 @@ class Tracker:
             for label, rep in reports.items():
                 role = "candidate" if label == cand.name else "champion"
                 metrics.update(rep.metrics(f"{role}."))
+            for version, est in (arms or {}).items():
+                metrics.update({f"arm.{version}.reward": est.value,
+                                f"arm.{version}.reward_low": est.low,
+                                f"arm.{version}.reward_high": est.high,
+                                f"arm.{version}.n": float(est.n)})
             params = {"candidate": cand.name, "champion": champ.name if champ else "-",
                       "greedy": greedy, "weights": json.dumps(weights.to_dict())
                       if weights else "logged", **(window or {})}

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from bandit.ope import summary
+from feedback.evaluation import by_version
 from serving.commands import tracking_args
 
 
@@ -33,6 +34,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--greedy", action="store_true",
                         help="score the versions' greedy choice instead of their "
                              "exploring pmf")
+    parser.add_argument("--arms", action="store_true",
+                        help="also compare the observed mean reward of every policy version "
+                             "that served in the window (A/B mode), logged with the run")
     parser.add_argument("--no-log", action="store_true",
                         help="do not log the result as an MLflow evaluation run")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -43,13 +47,15 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     examples = tracking_args.logged_examples(args)
     tracker = tracking_args.tracker(args)
+    arms = by_version(examples, weights=args.weights) if args.arms else {}
     ev = tracker.evaluate(args.candidate, examples, champion=args.champion,
                           weights=args.weights, greedy=args.greedy, log=not args.no_log,
-                          window=tracking_args.window(args))
+                          window=tracking_args.window(args), arms=arms)
     if args.json:
         print(json.dumps({"candidate": ev.candidate.name,
                           "champion": ev.champion.name if ev.champion else None,
                           "run_id": ev.run_id,
+                          "arms": {v: e.to_dict() for v, e in arms.items()},
                           "reports": {k: summary(r) for k, r in ev.reports.items()}},
                          indent=2, allow_nan=True))
         return 0
@@ -67,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
                    f"{a} is worse than {b}" if cand.high < champ.low else
                    f"{a} and {b} are not distinguishable at 95%")
         print(f"DR verdict: {verdict}")
+    if arms:
+        print("served in the window (observed, on-policy):")
+        for version, e in arms.items():
+            print(f"  {version:<14} n={e.n:<6} {_f(e.value)}  [{_f(e.low)}, {_f(e.high)}]")
     return 0
 
 

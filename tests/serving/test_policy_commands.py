@@ -69,10 +69,14 @@ def test_the_policy_lifecycle_through_the_cli(
     # which one wins is tests/feedback/test_tracking.py's business; here, that it is said
     assert "DR verdict: v2 " in out
 
+    code, out, _ = run(capsys, "evaluate", "challenger", "--tracking-uri", uri, "--arms")
+    assert "served in the window" in out and "uniform" in out
+
     code, out, _ = run(capsys, "evaluate", "2", "--tracking-uri", uri, "--json", "--no-log",
-                       "--since", "2026-01-01T06:00:00+00:00")
+                       "--since", "2026-01-01T06:00:00+00:00", "--arms")
     doc = json.loads(out)
     assert doc["candidate"] == "v2" and doc["run_id"] is None
+    assert list(doc["arms"]) == ["uniform"] and doc["arms"]["uniform"]["n"] == 1500 - 360
     assert set(doc["reports"]["v2"]) >= {"ips", "snips", "dr", "logged", "share", "n"}
 
     code, out, _ = run(capsys, "policy", "list", "--tracking-uri", uri)
