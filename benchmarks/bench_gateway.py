@@ -201,6 +201,18 @@ class Proc:
         raise RuntimeError(f"{self.name} did not start within {timeout:.0f}s "
                            f"(see {self.log.name})")
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by every process of this server's session."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process ended meanwhile
+            if int(fields[3]) == self.proc.pid:  # session id (started in a new session)
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -335,10 +347,12 @@ async def latency(direct: str, gateway: str, bare: str, n: int, warmup: int,
 
 
 async def throughput(url: str, concurrency: int, duration: float, warmup: float,
-                     token: str | None) -> float:
+                     token: str | None, server: Proc) -> tuple[float, float]:
+    """Requests per second, and the server's CPU milliseconds per request."""
     client = _client_factory(concurrency, token)()
     done = errors = 0
     counting = False
+    cpu = [0.0]
     stop_at = time.perf_counter() + warmup + duration
 
     async def worker() -> None:
@@ -354,7 +368,10 @@ async def throughput(url: str, concurrency: int, duration: float, warmup: float,
     async def clock() -> None:
         nonlocal counting
         await asyncio.sleep(warmup)
+        cpu[0] = server.cpu_seconds()
         counting = True
+        await asyncio.sleep(duration)
+        cpu[0] = server.cpu_seconds() - cpu[0]
 
     try:
         await asyncio.gather(clock(), *(worker() for _ in range(concurrency)))
@@ -363,7 +380,7 @@ async def throughput(url: str, concurrency: int, duration: float, warmup: float,
     if errors:
         raise RuntimeError(f"{url}: {errors} failed requests under load, last: "
                            f"{getattr(client, 'last_error', '?')}")
-    return done / duration
+    return done / duration, 1000 * cpu[0] / max(1, done)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -398,12 +415,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["latency_c1"] = go(latency(f"{upstream}/chat/completions", url(gw), url(bare),
                                        args.requests, args.warmup_requests, rb_key))
         rps: dict[str, list[float]] = {"gateway": [], "bare": [], "litellm": []}
+        cpu: dict[str, list[float]] = {"gateway": [], "bare": [], "litellm": []}
         for _ in range(args.rounds):
             for name, p, key in (("bare", bare, None), ("gateway", gw, rb_key),
                                  ("litellm", lite, lite_key)):
                 if p is not None:
-                    rps[name].append(go(throughput(url(p), args.concurrency, args.duration,
-                                                   args.warmup, key)))
+                    r, c = go(throughput(url(p), args.concurrency, args.duration,
+                                         args.warmup, key, p))
+                    rps[name].append(r)
+                    cpu[name].append(c)
         out["load_average_after"] = os.getloadavg()
         tp = {k: sum(v) / len(v) for k, v in rps.items() if v}
         out["throughput_rps"] = tp
@@ -411,6 +431,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["ratio_vs_bare"] = tp["gateway"] / tp["bare"]
         if "litellm" in tp:
             out["ratio_vs_litellm"] = tp["gateway"] / tp["litellm"]
+        # On a shared machine the rates move with everyone else's load; the server's own
+        # CPU per request does much less, and its inverse is the one-core capacity.
+        cms = {k: sum(v) / len(v) for k, v in cpu.items() if v}
+        out["server_cpu_ms_per_request"] = cms
+        out["capacity_ratio_vs_bare"] = cms["bare"] / cms["gateway"]
+        if "litellm" in cms:
+            out["capacity_ratio_vs_litellm"] = cms["litellm"] / cms["gateway"]
         lat = out["latency_c1"]
         out["targets"] = {
             "added_p50<=2ms": lat["added_p50_ms"] <= 2.0,

@@ -47,7 +47,7 @@ class GatewaySettings(BaseSettings):
     max_connections: int = Field(default=512, ge=1,
                                  description="Upstream connection pool size.")
     client_shards: int = Field(
-        default=8, ge=1, le=64,
+        default=32, ge=1, le=128,
         description="httpx clients the pool is split across (CPU per call).")
 
     def config(self) -> GatewayConfig:
