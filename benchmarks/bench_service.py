@@ -87,20 +87,10 @@ def bare_app() -> Any:
     return app
 
 
-def serve(kind: str, port: int, data_dir: str) -> None:
-    import logging
-
+def serve_bare(port: int) -> None:
     import uvicorn
 
-    if kind == "bare":
-        app = bare_app()
-    else:
-        from serving.app import create_app
-        from serving.settings import load_settings
-
-        logging.basicConfig(level=logging.WARNING)
-        app = create_app(load_settings(data_dir=data_dir, port=port, log_level="warning"))
-    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning",
+    uvicorn.run(bare_app(), host="127.0.0.1", port=port, workers=1, log_level="warning",
                 access_log=False)
 
 
@@ -113,10 +103,13 @@ def free_port() -> int:
 
 def start(kind: str, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--data-dir", data_dir],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    if kind == "bare":
+        cmd = [sys.executable, __file__, "--serve-bare", "--port", str(port)]
+    else:  # exactly what `routebandit serve` runs
+        cmd = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
+               "--data-dir", data_dir, "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -198,12 +191,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per server")
-    ap.add_argument("--serve", choices=("bare", "service"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.serve:
-        serve(args.serve, args.port, args.data_dir)
+    if args.serve_bare:
+        serve_bare(args.port)
         return 0
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk on PATH (apt-get install -y wrk)")
