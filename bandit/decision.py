@@ -12,7 +12,8 @@ from bandit.reward import RewardWeights
 
 @dataclass(frozen=True)
 class Action:
-    """One candidate model as the policy saw it: its VW feature text and estimates."""
+    """One candidate model as the policy saw it: its VW feature text and the expected
+    cost (USD) and latency (ms) of calling it, as estimated when deciding."""
 
     model: str
     features: str
@@ -56,6 +57,7 @@ class Decision:
     context: Context
     actions: tuple[Action, ...]
     explored: bool = True
+    predicted_quality: tuple[float, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,6 +77,7 @@ class Decision:
             "context": self.context.to_dict(),
             "actions": [a.to_dict() for a in self.actions],
             "explored": self.explored,
+            "predicted_quality": list(self.predicted_quality),
         }
 
     @classmethod
@@ -90,4 +93,5 @@ class Decision:
             context=Context.from_dict(raw["context"]),
             actions=tuple(Action.from_dict(a) for a in raw["actions"]),
             explored=bool(raw.get("explored", True)),
+            predicted_quality=tuple(float(q) for q in raw.get("predicted_quality", ())),
         )

@@ -33,8 +33,45 @@ class _Stat:
 
 
 @dataclass
+class _Line:
+    """Online least squares of ``y = a + b * x`` (falls back to the mean of ``y``)."""
+
+    n: float = 0.0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+
+    def add(self, x: float, y: float) -> None:
+        self.n += 1.0
+        self.sx += x
+        self.sy += y
+        self.sxx += x * x
+        self.sxy += x * y
+
+    def predict(self, x: float) -> float | None:
+        if not self.n:
+            return None
+        mean_y = self.sy / self.n
+        var_x = self.sxx / self.n - (self.sx / self.n) ** 2
+        if self.n < 3 or var_x <= 1e-9:
+            return mean_y
+        b = (self.sxy / self.n - (self.sx / self.n) * mean_y) / var_x
+        a = mean_y - b * self.sx / self.n
+        y = a + b * x
+        # A line fitted on few points can go negative or wild far from the data.
+        return y if 0.0 <= y <= 10 * max(mean_y, 1e-12) else mean_y
+
+    def to_list(self) -> list[float]:
+        return [self.n, self.sx, self.sy, self.sxx, self.sxy]
+
+
+@dataclass
 class Estimates:
-    """Per-model running means of output tokens, cost per input token and latency.
+    """Per-model running estimates of output tokens, call cost and latency.
+
+    Without list prices, a call's cost is fitted per model as ``a + b * input_tokens``
+    (output tokens cost money too, so cost is not proportional to the prompt).
 
     >>> from bandit.catalog import ModelSpec
     >>> est = Estimates()
@@ -44,10 +81,16 @@ class Estimates:
     >>> est.observe("m", input_tokens=1000, output_tokens=100, cost_usd=None, latency_ms=500.0)
     >>> est.cost_usd(spec, input_tokens=1000, max_tokens=None)
     0.0012
+    >>> free = ModelSpec(name="f")
+    >>> for tokens in (100, 200, 300):
+    ...     est.observe("f", input_tokens=tokens, output_tokens=None,
+    ...                 cost_usd=0.001 + tokens * 1e-5, latency_ms=None)
+    >>> round(est.cost_usd(free, input_tokens=400, max_tokens=None), 6)
+    0.005
     """
 
     output_tokens: dict[str, _Stat] = field(default_factory=dict)
-    cost_per_token: dict[str, _Stat] = field(default_factory=dict)
+    cost: dict[str, _Line] = field(default_factory=dict)
     latency: dict[str, _Stat] = field(default_factory=dict)
 
     def observe(
@@ -62,8 +105,8 @@ class Estimates:
         """Record the outcome of a call this router made to ``model``."""
         if output_tokens is not None and output_tokens >= 0:
             self.output_tokens.setdefault(model, _Stat()).add(float(output_tokens))
-        if cost_usd is not None and cost_usd >= 0 and input_tokens:
-            self.cost_per_token.setdefault(model, _Stat()).add(cost_usd / input_tokens)
+        if cost_usd is not None and cost_usd >= 0:
+            self.cost.setdefault(model, _Line()).add(float(input_tokens or 0), cost_usd)
         if latency_ms is not None and latency_ms >= 0:
             self.latency.setdefault(model, _Stat()).add(float(latency_ms))
 
@@ -76,8 +119,9 @@ class Estimates:
             if max_tokens is not None:
                 out = min(out, float(max_tokens))
             return spec.call_cost_usd(input_tokens=input_tokens, output_tokens=out)
-        per_token = self.cost_per_token.get(spec.name, _Stat()).mean
-        return 0.0 if per_token is None else per_token * input_tokens
+        line = self.cost.get(spec.name)
+        fitted = line.predict(float(input_tokens)) if line is not None else None
+        return 0.0 if fitted is None else fitted
 
     def latency_ms(self, spec: ModelSpec) -> float:
         """Expected latency: the observed mean, else the catalog prior, else the fleet's."""
@@ -91,15 +135,18 @@ class Estimates:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            name: {m: [s.n, s.total] for m, s in getattr(self, name).items()}
-            for name in ("output_tokens", "cost_per_token", "latency")
+            "output_tokens": {m: [s.n, s.total] for m, s in self.output_tokens.items()},
+            "latency": {m: [s.n, s.total] for m, s in self.latency.items()},
+            "cost": {m: line.to_list() for m, line in self.cost.items()},
         }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Estimates:
         est = cls()
-        for name in ("output_tokens", "cost_per_token", "latency"):
+        for name in ("output_tokens", "latency"):
             table = getattr(est, name)
             for model, (n, total) in raw.get(name, {}).items():
                 table[model] = _Stat(float(n), float(total))
+        for model, values in raw.get("cost", {}).items():
+            est.cost[model] = _Line(*(float(v) for v in values))
         return est

@@ -14,15 +14,19 @@ never raises on any text.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from bandit.errors import RequestError
 
-FEATURE_VERSION = "f1"
+FEATURE_VERSION = "f2"
 
 # Token caps keep featurization and VW time bounded on enormous prompts; the head and
 # tail of a long turn are kept because instructions and questions sit at the ends.
@@ -30,19 +34,28 @@ MAX_WORDS = 384
 MAX_SYSTEM_WORDS = 128
 MAX_QUESTION_WORDS = 96
 MAX_TAG_LEN = 64
+HEAD_WORDS = 6
+SKETCH_DIM = 24
+_SKETCH_BUCKETS = 1 << 15
+_SKETCH_SEED = 20261128
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
-_CODE_RE = re.compile(
-    r"```|^\s*(def|class|import|from|function|const|let|var|public|#include)\b|[{};]\s*$"
-    r"|\w+\([^)]*\)\s*[:{]",
+# Markers are cheap substring checks, word-set lookups and anchored patterns that start
+# with a literal, run on at most SCAN_CHARS characters: featurization must stay in the
+# tens of microseconds on any input.
+_CODE_LINE_RE = re.compile(
+    r"^[ \t]*(?:def|class|import|from|function|const|let|var|public|#include|fn|func)\b",
     re.MULTILINE,
 )
-_MATH_RE = re.compile(
-    r"\\(frac|sum|int|sqrt|cdot|alpha|beta|theta)|\d\s*[-+*/^=<>]\s*\d|\$[^$]+\$"
-    r"|\b(solve|equation|integral|derivative|probability|theorem|prove)\b",
-    re.IGNORECASE,
+_LATEX_MATH = ("\\frac", "\\sum", "\\int", "\\sqrt", "\\cdot")
+_MATH_WORDS = frozenset(
+    "solve equation integral derivative probability theorem prove lemma matrix".split()
 )
-_MARKUP_RE = re.compile(r"</?[a-zA-Z][\w-]*[^>]*>|^#{1,6}\s|^\s*[-*]\s|\|\s*---", re.MULTILINE)
+_TAG_RE = re.compile(r"</?[a-zA-Z]")
+_MARKDOWN = ("\n# ", "\n## ", "\n### ", "\n- ", "\n* ", "|---", "| ---", "\n1. ")
+_DIGIT_RE = re.compile(r"\d")
+_ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
+SCAN_CHARS = 4000
 _QUESTION_START = frozenset(
     "what why how when where who which whom whose can could should would is are do does "
     "did will explain".split()
@@ -55,6 +68,10 @@ _STOPWORDS = {
     "pt": frozenset("o os de que e do da em um uma não".split()),
     "it": frozenset("il di che e la per non sono gli una".split()),
 }
+_STOPWORD_LANGS: dict[str, tuple[str, ...]] = {}
+for _lang, _stops in _STOPWORDS.items():
+    for _w in _stops:
+        _STOPWORD_LANGS[_w] = (*_STOPWORD_LANGS.get(_w, ()), _lang)
 _SCRIPTS = (
     ("latin", 0x0000, 0x024F),
     ("greek", 0x0370, 0x03FF),
@@ -210,11 +227,13 @@ class Context:
     needs_vision: bool = False
     needs_json: bool = False
     feature_version: str = FEATURE_VERSION
+    dense: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "namespaces": {k: list(v) for k, v in self.namespaces.items()},
             "numeric": dict(self.numeric),
+            "dense": {k: list(v) for k, v in self.dense.items()},
             "input_tokens": self.input_tokens,
             "max_tokens": self.max_tokens,
             "needs_tools": self.needs_tools,
@@ -234,6 +253,7 @@ class Context:
             needs_vision=bool(raw.get("needs_vision", False)),
             needs_json=bool(raw.get("needs_json", False)),
             feature_version=str(raw.get("feature_version", FEATURE_VERSION)),
+            dense={k: tuple(float(x) for x in v) for k, v in raw.get("dense", {}).items()},
         )
 
 
@@ -258,8 +278,11 @@ def _words(text: str, cap: int) -> list[str]:
 
 
 def _script(text: str) -> str:
+    head = text[:2000]
+    if head.isascii():
+        return "latin" if _ASCII_LETTER_RE.search(head) else "none"
     counts: dict[str, int] = {}
-    for ch in text[:2000]:
+    for ch in head:
         o = ord(ch)
         if o < 0x41 or (ch.isascii() and not ch.isalpha()):
             continue
@@ -272,13 +295,90 @@ def _script(text: str) -> str:
     return max(counts, key=lambda k: counts[k]) if counts else "none"
 
 
+def _is_math(scan: str, word_set: frozenset[str]) -> bool:
+    if _MATH_WORDS & word_set or any(m in scan for m in _LATEX_MATH):
+        return True
+    # An operator between digits ("3 + 4", "x^2=9"): found with str.find, which is
+    # far faster than a regex that has to try every position.
+    for op in "+*/^=<>-":
+        start, tries = 0, 0
+        while tries < 64:
+            i = scan.find(op, start)
+            if i < 0:
+                break
+            before = scan[max(0, i - 2) : i].rstrip()
+            after = scan[i + 1 : i + 3].lstrip()
+            if before[-1:].isdigit() and after[:1].isdigit():
+                return True
+            start, tries = i + 1, tries + 1
+    return False
+
+
+def _is_markup(scan: str) -> bool:
+    if scan.startswith(("#", "- ", "* ")) or any(m in scan for m in _MARKDOWN):
+        return True
+    return "<" in scan and _TAG_RE.search(scan) is not None
+
+
+def _is_code(scan: str) -> bool:
+    if "```" in scan:
+        return True
+    symbols = scan.count("{") + scan.count("}") + scan.count(";")
+    return symbols >= 3 or _CODE_LINE_RE.search(scan) is not None
+
+
 def _language(words: Sequence[str]) -> str:
-    best, best_hits = "unknown", 1
-    for lang, stops in _STOPWORDS.items():
-        hits = sum(1 for w in words[:200] if w in stops)
-        if hits > best_hits:
-            best, best_hits = lang, hits
-    return best
+    hits: dict[str, int] = {}
+    for w in words[:200]:
+        for lang in _STOPWORD_LANGS.get(w, ()):
+            hits[lang] = hits.get(lang, 0) + 1
+    best = max(hits, key=lambda k: (hits[k], k), default="unknown")
+    return best if hits.get(best, 0) > 1 else "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def _sketch_table() -> np.ndarray:
+    # Built on first use (never at import): a fixed Gaussian vector per hash bucket.
+    rng = np.random.default_rng(_SKETCH_SEED)
+    return rng.standard_normal((_SKETCH_BUCKETS, SKETCH_DIM)).astype(np.float32)
+
+
+_BUCKET_CACHE: dict[str, int] = {}
+_BUCKET_CACHE_MAX = 1 << 17
+
+
+def _buckets(tokens: Sequence[str]) -> list[int]:
+    # A plain dict is the fastest memo here (vocabularies repeat across prompts); it is
+    # cleared when full rather than evicting, which keeps the lookup a single get().
+    cache = _BUCKET_CACHE
+    out = []
+    for t in tokens:
+        b = cache.get(t, -1)
+        if b < 0:
+            if len(cache) >= _BUCKET_CACHE_MAX:
+                cache.clear()
+            b = cache[t] = zlib.crc32(t.encode("utf-8", "surrogatepass")) & (_SKETCH_BUCKETS - 1)
+        out.append(b)
+    return out
+
+
+def sketch(tokens: Sequence[str]) -> tuple[float, ...]:
+    """A unit-length random projection of a bag of tokens (stable across processes).
+
+    >>> a = sketch(["reverse", "a", "list", "in", "python"])
+    >>> len(a), round(sum(x * x for x in a), 4)
+    (24, 1.0)
+    >>> sketch([]) == (0.0,) * SKETCH_DIM
+    True
+    """
+    if not tokens:
+        return (0.0,) * SKETCH_DIM
+    idx = np.array(_buckets(tokens), dtype=np.int64)
+    vec = _sketch_table().take(idx, axis=0).sum(axis=0)
+    norm = float(np.linalg.norm(vec))
+    if norm == 0.0:
+        return (0.0,) * SKETCH_DIM
+    return tuple(round(x, 5) for x in (vec / norm).tolist())
 
 
 def _tag(value: str) -> str:
@@ -298,6 +398,8 @@ def featurize(request: Request) -> Context:
         estimate_tokens(t) + 4 for _, t in request.turns
     )
     stripped = last.rstrip()
+    scan = last[:SCAN_CHARS]
+    word_set = frozenset(words)
     first_word = words[0] if words else ""
     numeric = {
         "log_chars": math.log1p(len(last)),
@@ -307,17 +409,30 @@ def featurize(request: Request) -> Context:
         "paragraphs": math.log1p(len(paragraphs)),
         "lines": math.log1p(last.count("\n")),
         "log_max_tokens": math.log1p(request.max_tokens or 0),
-        "code": 1.0 if _CODE_RE.search(last) else 0.0,
-        "math": 1.0 if _MATH_RE.search(last) else 0.0,
-        "markup": 1.0 if _MARKUP_RE.search(last) else 0.0,
+        "code": 1.0 if _is_code(scan) else 0.0,
+        "math": 1.0 if _is_math(scan, word_set) else 0.0,
+        "markup": 1.0 if _is_markup(scan) else 0.0,
         "question": 1.0 if stripped.endswith("?") or first_word in _QUESTION_START else 0.0,
-        "digits": sum(ch.isdigit() for ch in last[:4000]) / max(1, min(len(last), 4000)),
+        "digits": len(_DIGIT_RE.findall(scan)) / max(1, len(scan)),
         "has_system": 1.0 if request.system else 0.0,
         "tools": 1.0 if request.needs_tools else 0.0,
         "vision": 1.0 if request.needs_vision else 0.0,
         "json": 1.0 if request.needs_json else 0.0,
     }
-    tags = [f"script={_script(last)}", f"lang={_language(words)}"]
+    # Coarse, low-dimensional tags let the policy separate kinds of traffic after a
+    # handful of examples: the opening words of the turn and of its last paragraph
+    # (templated prompts share them) and bucketed sizes.
+    head_words = _WORD_RE.findall(last[:200].lower())[:HEAD_WORDS]
+    tags = [
+        f"script={_script(last)}",
+        f"lang={_language(words)}",
+        "head=" + _tag("_".join(head_words)),
+        "qhead=" + _tag("_".join(q_words[:3])),
+        f"len={int(math.log2(1 + len(last)))}",
+        f"par={min(len(paragraphs), 12)}",
+    ]
+    if s_words:
+        tags.append("shead=" + _tag("_".join(s_words[:HEAD_WORDS])))
     for key in ("tenant", "task"):
         if key in request.metadata:
             tags.append(f"{key}={_tag(request.metadata[key])}")
@@ -330,6 +445,7 @@ def featurize(request: Request) -> Context:
     return Context(
         namespaces=namespaces,
         numeric=numeric,
+        dense={"e": sketch(words)},
         input_tokens=input_tokens,
         max_tokens=request.max_tokens,
         needs_tools=request.needs_tools,

@@ -1,9 +1,25 @@
-"""The contextual-bandit policy: Vowpal Wabbit ``cb_explore_adf`` over the catalog.
+"""The contextual-bandit policy: Vowpal Wabbit's contextual-bandit ADF learner over the catalog.
 
 Every model is an action described by features (identity, provider, log price, context
-window, capabilities, and its expected cost and latency penalties under the request's
-reward weights), so a model added to the catalog later is scored from its features on
-its first request and explored. Hard constraints filter the catalog before scoring.
+window, capabilities), so a model added to the catalog later is scored from its features
+on its first request and explored. Hard constraints filter the catalog before scoring.
+
+How a decision is made (the explore-ADF scheme of VW's ``cb_explore_adf``, split in two
+so that cost is never guessed by regression):
+
+1. VW's ``cb_adf`` learner (multi-task regression by default, trained on logged bandit
+   data with the logged probabilities) predicts each eligible model's *quality* for the
+   context.
+2. The known part of the reward is added exactly: the expected cost and latency of each
+   model (list prices and measured means, :mod:`bandit.estimates`) under the request's
+   weights. ``score = w_q * quality - penalty``.
+3. Exploration (:mod:`bandit.exploration`: SquareCB by default, epsilon-greedy or
+   softmax) turns scores into a pmf; the model is sampled with the policy's own seeded
+   generator and its probability is logged.
+
+Learning a cost that the catalog already knows would cost samples and, worse, confound
+the model's identity with its price; a per-request change of weights would then need new
+data before it had any effect. Here it acts on the very next request.
 """
 
 from __future__ import annotations
@@ -14,7 +30,7 @@ import random
 import struct
 import threading
 from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import vowpal_wabbit_next as vw
@@ -24,35 +40,34 @@ from bandit.constraints import eligible_models
 from bandit.decision import Action, Decision
 from bandit.errors import PolicyError
 from bandit.estimates import Estimates
+from bandit.exploration import epsilon_greedy, greedy, softmax, squarecb
 from bandit.features import FEATURE_VERSION, Context
 from bandit.reward import RewardWeights, penalty
 from bandit.vwformat import action_features, labelled, shared_line
 
-EXPLORATIONS = ("squarecb", "epsilon", "bag", "cover", "softmax")
+EXPLORATIONS = ("squarecb", "epsilon", "softmax")
 _MAGIC = b"RBPOLICY1\n"
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """How the policy explores and learns (all turned into VW arguments).
+    """How the policy explores and learns.
 
-    >>> PolicyConfig(exploration="epsilon", epsilon=0.1).vw_args(seed=7)[:4]
-    ['--cb_explore_adf', '--cb_type', 'mtr', '--epsilon']
+    >>> PolicyConfig(cb_type="dr").vw_args(seed=7)[:3]
+    ['--cb_adf', '--cb_type', 'dr']
     """
 
     exploration: str = "squarecb"
     epsilon: float = 0.05
-    gamma_scale: float = 10.0
+    gamma_scale: float = 1.0
     gamma_exponent: float = 0.5
-    bag_size: int = 5
-    cover_size: int = 3
     softmax_lambda: float = 10.0
     cb_type: str = "mtr"
-    learning_rate: float = 0.5
+    learning_rate: float = 0.05
     power_t: float = 0.5
     l2: float = 0.0
     bits: int = 20
-    interactions: tuple[str, ...] = ("ua", "qa", "sa", "ta", "na")
+    interactions: tuple[str, ...] = ("ta", "ea", "qa", "sa", "na")
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -70,27 +85,31 @@ class PolicyConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise PolicyError(f"{name}: must be a positive number, got {value!r}")
+        for pair in self.interactions:
+            if len(pair) < 2 or not pair.isalpha():
+                raise PolicyError(f"interactions: {pair!r} is not a pair of namespace letters")
 
     def vw_args(self, *, seed: int) -> list[str]:
-        args = ["--cb_explore_adf", "--cb_type", self.cb_type]
-        if self.exploration == "squarecb":
-            args += ["--squarecb", "--gamma_scale", f"{self.gamma_scale:g}",
-                     "--gamma_exponent", f"{self.gamma_exponent:g}"]
-        elif self.exploration == "epsilon":
-            args += ["--epsilon", f"{self.epsilon:g}"]
-        elif self.exploration == "bag":
-            args += ["--bag", str(self.bag_size), "--epsilon", f"{self.epsilon:g}"]
-        elif self.exploration == "cover":
-            args += ["--cover", str(self.cover_size), "--epsilon", f"{self.epsilon:g}"]
-        elif self.exploration == "softmax":
-            args += ["--softmax", "--lambda", f"{self.softmax_lambda:g}"]
+        args = ["--cb_adf", "--cb_type", self.cb_type]
         for pair in self.interactions:
             args += ["-q", pair]
+        # VW's default update (adaptive, normalized, invariant) with a small learning
+        # rate: the regression must estimate mean quality from Bernoulli grades, and
+        # VW's default rate of 0.5 chases the last few labels (see docs/policy.md).
         args += ["-l", f"{self.learning_rate:g}", "--power_t", f"{self.power_t:g}",
                  "-b", str(self.bits), "--random_seed", str(seed), "--quiet"]
         if self.l2:
             args += ["--l2", f"{self.l2:g}"]
         return args + list(self.extra_args)
+
+    def explore(self, scores: list[float], *, n_learned: int) -> list[float]:
+        """The pmf this configuration puts over ``scores``."""
+        if self.exploration == "epsilon":
+            return epsilon_greedy(scores, self.epsilon)
+        if self.exploration == "softmax":
+            return softmax(scores, self.softmax_lambda)
+        gamma = self.gamma_scale * (n_learned + 1) ** self.gamma_exponent
+        return squarecb(scores, gamma)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -151,6 +170,12 @@ class Policy:
         self._state = _State()
         self._rng = random.Random(self.seed)
         self._lock = threading.RLock()
+        # Shared features only matter through their interactions with the action
+        # namespace (ADF adds first-order shared features to every action alike), so
+        # only the namespaces that are interacted are sent to VW.
+        self._shared_namespaces = frozenset(
+            ch for pair in self.config.interactions for ch in pair if ch != "a"
+        )
         try:
             self._ws = vw.Workspace(self.config.vw_args(seed=self.seed), model_data=_model_data)
             self._parser = vw.TextFormatParser(self._ws)
@@ -201,25 +226,24 @@ class Policy:
         weights: RewardWeights | None = None,
         allow: Collection[str] | None = None,
     ) -> tuple[Action, ...]:
-        """The eligible actions for a context, with their features and estimates."""
-        w = weights or self.weights
+        """The eligible actions for a context, with their features and estimates.
+
+        ``weights`` is accepted for symmetry with :meth:`decide`; the actions themselves
+        do not depend on it.
+        """
+        del weights
         out = []
         for spec in eligible_models(self._catalog, context, allow=allow):
             cost = self._estimates.cost_usd(
                 spec, input_tokens=context.input_tokens, max_tokens=context.max_tokens
             )
-            latency = self._estimates.latency_ms(spec)
-            feats = action_features(
-                spec,
-                cost_penalty=penalty(replace(w, latency=0.0), cost_usd=cost, latency_ms=0.0),
-                latency_penalty=w.latency * latency / 1000.0,
-            )
-            out.append(Action(spec.name, feats, cost, latency))
+            out.append(Action(spec.name, action_features(spec), cost,
+                              self._estimates.latency_ms(spec)))
         return tuple(out)
 
     def _examples(self, context: Context, actions: tuple[Action, ...],
                   label: tuple[int, float, float] | None = None) -> list[Any]:
-        lines = [shared_line(context)]
+        lines = [shared_line(context, namespaces=self._shared_namespaces)]
         for i, a in enumerate(actions):
             if label is not None and i == label[0]:
                 lines.append(labelled(a.features, cost=label[1], probability=label[2]))
@@ -227,18 +251,46 @@ class Policy:
                 lines.append(a.features)
         return [self._parser.parse_line(line) for line in lines]
 
-    def scores(self, context: Context, actions: tuple[Action, ...]) -> list[float]:
-        """VW's probability for each action, in the order of ``actions``."""
+    def predict_quality(self, context: Context, actions: tuple[Action, ...]) -> list[float]:
+        """VW's predicted quality of each action, in the order of ``actions``."""
         with self._lock:
             try:
                 pred = self._ws.predict_one(self._examples(context, actions))
             except Exception as exc:
                 raise PolicyError(f"Vowpal Wabbit failed to predict: {exc}") from exc
-        probs = [0.0] * len(actions)
-        for idx, p in pred:
-            probs[idx] = float(p)
-        total = sum(probs)
-        return [p / total for p in probs] if total > 0 else [1.0 / len(actions)] * len(actions)
+        quality = [0.0] * len(actions)
+        for idx, cost in pred:
+            # Quality lives in [0, 1]; a regression overshooting it must not buy a model
+            # more traffic than a perfect score would.
+            quality[idx] = min(1.0, max(0.0, -float(cost)))
+        return quality
+
+    def combined_scores(
+        self,
+        context: Context,
+        actions: tuple[Action, ...],
+        *,
+        weights: RewardWeights | None = None,
+    ) -> list[float]:
+        """Expected reward of each action: ``w_q * predicted quality - known penalty``."""
+        w = weights or self.weights
+        quality = self.predict_quality(context, actions)
+        return [
+            w.quality * q - penalty(w, cost_usd=a.expected_cost_usd,
+                                    latency_ms=a.expected_latency_ms)
+            for q, a in zip(quality, actions)
+        ]
+
+    def scores(
+        self,
+        context: Context,
+        actions: tuple[Action, ...],
+        *,
+        weights: RewardWeights | None = None,
+    ) -> list[float]:
+        """This policy's probability for each action (its pmf), in the order of ``actions``."""
+        combined = self.combined_scores(context, actions, weights=weights)
+        return self.config.explore(combined, n_learned=self._state.n_learned)
 
     def decide(
         self,
@@ -250,32 +302,39 @@ class Policy:
     ) -> Decision:
         """Choose a model for ``context``.
 
-        With ``explore`` the model is sampled from VW's pmf with the policy's own seeded
-        generator and the decision logs that probability; without it the most probable
-        model is taken with probability 1 (for evaluation, never for logged traffic).
+        With ``explore`` the model is sampled from the exploration pmf with the policy's
+        own seeded generator and the decision logs that probability; without it the best
+        scoring model is taken with probability 1 (for evaluation, never for logged
+        traffic).
         """
         w = weights or self.weights
         with self._lock:
-            actions = self.actions_for(context, weights=w, allow=allow)
-            probs = self.scores(context, actions)
+            actions = self.actions_for(context, allow=allow)
+            quality = self.predict_quality(context, actions)
+            combined = [
+                w.quality * q - penalty(w, cost_usd=a.expected_cost_usd,
+                                        latency_ms=a.expected_latency_ms)
+                for q, a in zip(quality, actions)
+            ]
             if explore:
+                probs = self.config.explore(combined, n_learned=self._state.n_learned)
                 u = self._rng.random()
                 index, acc = len(probs) - 1, 0.0
                 for i, p in enumerate(probs):
                     acc += p
-                    if u < acc:
+                    if u < acc and p > 0:
                         index = i
                         break
-                probability = probs[index]
+                if probs[index] <= 0:  # float round-off at the very top of the range
+                    index = max(range(len(probs)), key=lambda i: probs[i])
             else:
-                index = max(range(len(probs)), key=lambda i: (probs[i], -i))
-                probs = [1.0 if i == index else 0.0 for i in range(len(probs))]
-                probability = 1.0
+                probs = greedy(combined)
+                index = probs.index(1.0)
             version = self._state.version
         return Decision(
             model=actions[index].model,
             index=index,
-            probability=probability,
+            probability=probs[index],
             pmf=tuple((a.model, p) for a, p in zip(actions, probs)),
             policy_version=version,
             feature_version=context.feature_version,
@@ -283,6 +342,7 @@ class Policy:
             context=context,
             actions=actions,
             explored=explore,
+            predicted_quality=tuple(quality),
         )
 
     # -- learning --------------------------------------------------------------------
@@ -295,24 +355,39 @@ class Policy:
     ) -> None:
         """Learn from the reward of the model ``decision`` chose (and only that model).
 
-        ``outcome`` may carry the call's measured ``input_tokens``, ``output_tokens``,
-        ``cost_usd`` and ``latency_ms``; they refine the cost and latency estimates.
+        VW learns that model's quality: ``outcome["quality"]`` when given, else what the
+        reward implies once the expected penalty the decision was made with is added
+        back. ``outcome`` may also carry the call's measured ``input_tokens``,
+        ``output_tokens``, ``cost_usd`` and ``latency_ms``; they refine the estimates.
         """
         if not math.isfinite(reward):
             raise PolicyError(f"reward: must be finite, got {reward!r}")
         if not 0.0 < decision.probability <= 1.0:
             raise PolicyError(f"probability: must be in (0, 1], got {decision.probability!r}")
+        outcome = outcome or {}
+        chosen = decision.actions[decision.index]
+        w = decision.weights
+        quality = outcome.get("quality")
+        if quality is None:
+            if w.quality <= 0:
+                quality = None  # the reward says nothing about quality
+            else:
+                expected = penalty(w, cost_usd=chosen.expected_cost_usd,
+                                   latency_ms=chosen.expected_latency_ms)
+                quality = (reward + expected) / w.quality
         with self._lock:
-            examples = self._examples(
-                decision.context,
-                decision.actions,
-                label=(decision.index, -float(reward), decision.probability),
-            )
-            try:
-                self._ws.learn_one(examples)
-            except Exception as exc:
-                raise PolicyError(f"Vowpal Wabbit failed to learn: {exc}") from exc
-            if outcome:
+            if quality is not None:
+                examples = self._examples(
+                    decision.context,
+                    decision.actions,
+                    label=(decision.index, -float(quality), decision.probability),
+                )
+                try:
+                    self._ws.learn_one(examples)
+                except Exception as exc:
+                    raise PolicyError(f"Vowpal Wabbit failed to learn: {exc}") from exc
+            if any(outcome.get(k) is not None
+                   for k in ("output_tokens", "cost_usd", "latency_ms")):
                 self._estimates.observe(
                     decision.model,
                     input_tokens=outcome.get("input_tokens") or decision.context.input_tokens,

@@ -7,7 +7,7 @@ fresh policy seeded alike:
    For each, ``policy.decide(ctx, explore=True)`` picks a model; only that model's
    quality and cost are revealed, the reward is
    ``reward(RewardWeights(quality=1, cost=w, latency=0), quality=q, cost_usd=c)`` and
-   the policy learns it with ``outcome={"cost_usd": c, "output_tokens": chars / 4}``.
+   the policy learns it with ``outcome={"quality": q, "cost_usd": c, "output_tokens": chars / 4}``.
    The catalog has the table's model names and no prices: costs are learned only from
    what was observed.
 2. **Optional extra passes** (``passes > 1``) re-learn the policy's own logged
@@ -33,7 +33,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -401,7 +401,7 @@ def replay_bandit(
     weights = RewardWeights(quality=1.0, cost=cost_weight, latency=0.0)
     policy = Policy(replay_catalog(table), config=config.policy, weights=weights,
                     seed=config.seed)
-    log: list[tuple[Decision, float]] = []
+    log: list[tuple[Decision, float, float]] = []
     trace: list[tuple[float, float, float]] = []
     for i in train_order(table, config.seed):
         decision = policy.decide(contexts[i], explore=True)
@@ -410,8 +410,9 @@ def replay_bandit(
         c = float(table.cost_usd[i, j])
         r = reward(weights, quality=q, cost_usd=c)
         policy.learn(decision, r, outcome={
-            "cost_usd": c, "output_tokens": float(table.output_chars[i, j]) / 4.0})
-        log.append((decision, r))
+            "quality": q, "cost_usd": c,
+            "output_tokens": float(table.output_chars[i, j]) / 4.0})
+        log.append((decision, r, q))
         trace.append((r, q, c))
         if progress is not None:
             progress(1)
@@ -420,10 +421,10 @@ def replay_bandit(
         order = list(range(len(log)))
         rng.shuffle(order)
         for k in order:
-            decision, r = log[k]
-            actions = policy.actions_for(decision.context, weights=weights)
-            index = [a.model for a in actions].index(decision.model)
-            policy.learn(replace(decision, actions=actions, index=index), r)
+            # The logged decision as it was, with its logged probability: nothing about
+            # the models it did not choose is looked at.
+            decision, r, q = log[k]
+            policy.learn(decision, r, outcome={"quality": q})
         if progress is not None:
             progress(len(log))
     rows = table.indices("test")

@@ -1,14 +1,16 @@
 """The Vowpal Wabbit text format of contexts and actions (pinned by golden tests).
 
 Shared namespaces: ``u`` last user turn (words and bigrams), ``q`` its last paragraph,
-``s`` system prompt, ``t`` tags, ``n`` numeric features. Action namespaces: ``a`` the
-model's identity and static traits, ``c`` its expected cost and latency penalties under
-the request's reward weights.
+``s`` system prompt, ``t`` tags, ``n`` numeric features. The action namespace ``a``
+holds the model's identity and static traits (cost and latency are not learned: the
+policy adds them exactly, see :mod:`bandit.policy`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Collection
 
 from bandit.catalog import ModelSpec
 from bandit.features import Context
@@ -28,31 +30,41 @@ def _ns(name: str, tokens: tuple[str, ...]) -> str:
     return f" |{name}:{scale:.6g} " + " ".join(tokens)
 
 
-def shared_line(context: Context) -> str:
-    """The ``shared`` line of a context.
+def shared_line(context: Context, *, namespaces: Collection[str] | None = None) -> str:
+    """The ``shared`` line of a context (only ``namespaces``, when given).
 
     >>> from bandit.features import Context
     >>> ctx = Context(namespaces={"u": ("hi", "there")}, numeric={"turns": 1.0},
-    ...               input_tokens=3)
+    ...               input_tokens=3, dense={"e": (0.6, 0.0, -0.8)})
     >>> shared_line(ctx)
-    'shared |u:0.707107 hi there |n turns:1'
+    'shared |u:0.707107 hi there |e 0:0.6 2:-0.8 |n turns:1'
+    >>> shared_line(ctx, namespaces={"n"})
+    'shared |n turns:1'
     """
+    def wanted(name: str) -> bool:
+        return namespaces is None or name in namespaces
+
     parts = ["shared"]
     for name in ("u", "q", "s", "t"):
-        parts.append(_ns(name, context.namespaces.get(name, ())))
+        if wanted(name):
+            parts.append(_ns(name, context.namespaces.get(name, ())))
+    for name, vec in context.dense.items():
+        values = " ".join(f"{i}:{v:.5g}" for i, v in enumerate(vec) if v)
+        if values and wanted(name):
+            parts.append(f" |{name} {values}")
     numeric = " ".join(f"{k}:{v:.6g}" for k, v in context.numeric.items() if v)
-    if numeric:
+    if numeric and wanted("n"):
         parts.append(f" |n {numeric}")
     return "".join(parts)
 
 
-def action_features(spec: ModelSpec, *, cost_penalty: float, latency_penalty: float) -> str:
+@functools.lru_cache(maxsize=4096)
+def action_features(spec: ModelSpec) -> str:
     """The feature text of one action (without a label).
 
     >>> from bandit.catalog import ModelSpec
-    >>> action_features(ModelSpec(name="m", input_price=1.0, capabilities=frozenset({"json"})),
-    ...                 cost_penalty=0.25, latency_penalty=0.0)
-    '|a m=m p=unknown lp:0.693147 cw:9.01104 cap=json |c wc:0.25'
+    >>> action_features(ModelSpec(name="m", input_price=1.0, capabilities=frozenset({"json"})))
+    '|a m=m p=unknown lp:0.693147 cw:9.01104 cap=json'
     """
     caps = " ".join(f"cap={c}" for c in sorted(spec.capabilities))
     a = (
@@ -60,18 +72,11 @@ def action_features(spec: ModelSpec, *, cost_penalty: float, latency_penalty: fl
         f" lp:{math.log1p(spec.input_price + spec.output_price):.6g}"
         f" cw:{math.log1p(spec.context_window):.6g}"
     )
-    if caps:
-        a += " " + caps
-    c = []
-    if cost_penalty:
-        c.append(f"wc:{cost_penalty:.6g}")
-    if latency_penalty:
-        c.append(f"wl:{latency_penalty:.6g}")
-    return a + (" |c " + " ".join(c) if c else "")
+    return a + (" " + caps if caps else "")
 
 
 def labelled(features: str, *, cost: float, probability: float) -> str:
-    """An action line carrying the CB label ``0:cost:probability`` (cost = -reward).
+    """An action line carrying the CB label ``0:cost:probability`` (VW minimises cost: cost = -quality).
 
     >>> labelled("|a m=x", cost=-0.8, probability=0.25)
     '0:-0.8:0.25 |a m=x'

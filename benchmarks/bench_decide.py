@@ -1,0 +1,86 @@
+"""Featurize + decide latency for one prompt over an 11-model catalog.
+
+Target (issue 2): p50 <= 300 us and p99 <= 1 ms for a 2,000-character prompt and 11
+models. The baseline measured in the same run is a bare VW ``cb_adf`` prediction on a
+pre-parsed example (the floor any VW-based router pays), so the ratio says how much the
+router adds on top of VW itself.
+
+    python benchmarks/bench_decide.py [--n 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import vowpal_wabbit_next as vw
+
+from bandit import Catalog, ModelSpec, Policy, featurize, parse_request
+
+WORDS = (
+    "the model should explain how a binary search tree keeps its keys ordered and why "
+    "rotations restore balance after an insert or delete in logarithmic time with proof"
+).split()
+
+
+def make_prompt(rng: random.Random, chars: int = 2000) -> str:
+    out: list[str] = []
+    while sum(len(w) + 1 for w in out) < chars:
+        out.append(rng.choice(WORDS) + (" " if rng.random() > 0.05 else ".\n\n"))
+    return "".join(out)[:chars]
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    samples = sorted(samples)
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000, help="timed decisions (default 5000)")
+    args = parser.parse_args()
+    rng = random.Random(0)
+    catalog = Catalog.of(
+        ModelSpec(name=f"model-{i}", input_price=0.1 * (i + 1), output_price=0.3 * (i + 1),
+                  context_window=128000, capabilities=frozenset({"json"}))
+        for i in range(11)
+    )
+    policy = Policy(catalog, seed=0)
+    prompts = [make_prompt(rng) for _ in range(200)]
+    # Warm up and give the policy something learned.
+    for p in prompts:
+        d = policy.decide(featurize(parse_request(prompt=p)))
+        policy.learn(d, reward=rng.random())
+
+    router: list[float] = []
+    for k in range(args.n):
+        p = prompts[k % len(prompts)]
+        t0 = time.perf_counter()
+        policy.decide(featurize(parse_request(prompt=p)))
+        router.append((time.perf_counter() - t0) * 1e6)
+
+    ws = vw.Workspace(["--cb_adf", "--quiet"])
+    parser_vw = vw.TextFormatParser(ws)
+    example = [parser_vw.parse_line("shared |t a b c")] + [
+        parser_vw.parse_line(f"|a m=model-{i}") for i in range(11)
+    ]
+    bare: list[float] = []
+    for _ in range(args.n):
+        t0 = time.perf_counter()
+        ws.predict_one(example)
+        bare.append((time.perf_counter() - t0) * 1e6)
+
+    r50, r99 = percentiles(router)
+    b50, b99 = percentiles(bare)
+    print(f"featurize+decide, 2000-char prompt, 11 models, n={args.n}")
+    print(f"  router : p50 {r50:7.1f} us   p99 {r99:7.1f} us   mean {statistics.mean(router):7.1f} us")
+    print(f"  bare VW: p50 {b50:7.1f} us   p99 {b99:7.1f} us   (pre-parsed predict only)")
+    print(f"  ratio router/bare at p50: {r50 / b50:.1f}x")
+    print(f"  target p50 <= 300 us: {'met' if r50 <= 300 else 'NOT met'}; "
+          f"p99 <= 1000 us: {'met' if r99 <= 1000 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
