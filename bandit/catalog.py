@@ -141,7 +141,9 @@ def parse_model(raw: Any, where: str = "model") -> ModelSpec:
         )
     base_url = _optional_str(raw.get("base_url"), f"{where}.base_url")
     if base_url is not None and not re.match(r"^https?://", base_url):
-        raise CatalogError(f"{where}.base_url: must start with http:// or https://, got {base_url!r}")
+        raise CatalogError(
+            f"{where}.base_url: must start with http:// or https://, got {base_url!r}"
+        )
     latency = raw.get("latency_ms")
     return ModelSpec(
         name=name,

@@ -389,7 +389,7 @@ def featurize(request: Request) -> Context:
     """Compute the :class:`Context` of a request (pure, local, never raises on text)."""
     last = request.last_user
     words = _words(last, MAX_WORDS)
-    bigrams = [f"{a}_{b}" for a, b in zip(words, words[1:])]
+    bigrams = [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
     paragraphs = [p for p in re.split(r"\n\s*\n", last.strip()) if p.strip()]
     question = paragraphs[-1] if paragraphs else ""
     q_words = _words(question, MAX_QUESTION_WORDS)

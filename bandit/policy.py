@@ -278,7 +278,7 @@ class Policy:
         return [
             w.quality * q - penalty(w, cost_usd=a.expected_cost_usd,
                                     latency_ms=a.expected_latency_ms)
-            for q, a in zip(quality, actions)
+            for q, a in zip(quality, actions, strict=True)
         ]
 
     def scores(
@@ -314,7 +314,7 @@ class Policy:
             combined = [
                 w.quality * q - penalty(w, cost_usd=a.expected_cost_usd,
                                         latency_ms=a.expected_latency_ms)
-                for q, a in zip(quality, actions)
+                for q, a in zip(quality, actions, strict=True)
             ]
             if explore:
                 probs = self.config.explore(combined, n_learned=self._state.n_learned)
@@ -335,7 +335,7 @@ class Policy:
             model=actions[index].model,
             index=index,
             probability=probs[index],
-            pmf=tuple((a.model, p) for a, p in zip(actions, probs)),
+            pmf=tuple((a.model, p) for a, p in zip(actions, probs, strict=True)),
             policy_version=version,
             feature_version=context.feature_version,
             weights=w,

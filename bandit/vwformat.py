@@ -76,7 +76,7 @@ def action_features(spec: ModelSpec) -> str:
 
 
 def labelled(features: str, *, cost: float, probability: float) -> str:
-    """An action line carrying the CB label ``0:cost:probability`` (VW minimises cost: cost = -quality).
+    """An action line with the CB label ``0:cost:probability`` (VW minimises cost = -quality).
 
     >>> labelled("|a m=x", cost=-0.8, probability=0.25)
     '0:-0.8:0.25 |a m=x'

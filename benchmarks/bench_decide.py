@@ -75,7 +75,8 @@ def main() -> None:
     r50, r99 = percentiles(router)
     b50, b99 = percentiles(bare)
     print(f"featurize+decide, 2000-char prompt, 11 models, n={args.n}")
-    print(f"  router : p50 {r50:7.1f} us   p99 {r99:7.1f} us   mean {statistics.mean(router):7.1f} us")
+    mean = statistics.mean(router)
+    print(f"  router : p50 {r50:7.1f} us   p99 {r99:7.1f} us   mean {mean:7.1f} us")
     print(f"  bare VW: p50 {b50:7.1f} us   p99 {b99:7.1f} us   (pre-parsed predict only)")
     print(f"  ratio router/bare at p50: {r50 / b50:.1f}x")
     print(f"  target p50 <= 300 us: {'met' if r50 <= 300 else 'NOT met'}; "
