@@ -32,6 +32,7 @@ from bandit.reward import RewardWeights
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODES = ("off", "shadow", "ab")
+SHADOW = "shadow"  # decision kind of a challenger's choice in shadow mode: logged, not served
 
 
 class Registry(Protocol):

@@ -92,6 +92,8 @@ class VersionManager:
         live = self.service.policy
         self.champion_source.version = serving_version(live)
         self.snapshots.schedule.mark(live.n_learned)
+        if self.split.mode != "off" and hasattr(self.service, "arms"):
+            self.service.arms = lambda: self.arms  # RouterService.route asks per request
         try:
             await self.poll_once()
         except Exception:  # the router serves its checkpoint while tracking is down
