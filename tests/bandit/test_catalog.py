@@ -1,0 +1,52 @@
+"""bandit/catalog.py: validation names the bad field; the example ships and loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from bandit.catalog import Catalog, ModelSpec, example_catalog_path
+from bandit.errors import CatalogError
+
+
+def test_example_catalog_loads() -> None:
+    cat = Catalog.load(example_catalog_path())
+    assert len(cat) >= 3
+    assert all(m.base_url for m in cat)
+    assert cat.digest() == Catalog.from_yaml(cat.to_yaml()).digest()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("models: []", "catalog.models: must be a non-empty list"),
+        ("foo: 1", "catalog: must be a mapping with a 'models' list"),
+        ("models: [{name: a, input_price: cheap}]", "models[0].input_price: must be a number"),
+        ("models: [{name: a}, {name: a}]", "models[1].name: duplicate model name 'a'"),
+        ("models: [{name: 'a b'}]", "models[0].name: must be 1-128 characters"),
+        ("models: [{name: a, capabilities: [telepathy]}]",
+         "models[0].capabilities: unknown capability 'telepathy'"),
+        ("models: [{name: a, context_window: 1.5}]", "models[0].context_window"),
+        ("models: [{name: a, base_url: ftp://x}]", "models[0].base_url: must start with"),
+        ("models: [{name: a, colour: red}]", "models[0].colour: unknown field"),
+        ("models: [{name: a, latency_ms: -5}]", "models[0].latency_ms"),
+        ("models: [unclosed", "catalog: not valid YAML"),
+    ],
+)
+def test_errors_name_the_bad_field(yaml_text: str, message: str) -> None:
+    with pytest.raises(CatalogError) as err:
+        Catalog.from_yaml(yaml_text)
+    assert str(err.value).startswith(message)
+
+
+def test_missing_file_is_a_catalog_error(tmp_path) -> None:
+    with pytest.raises(CatalogError, match="cannot read catalog file"):
+        Catalog.load(tmp_path / "nope.yaml")
+
+
+def test_add_replace_remove() -> None:
+    cat = Catalog.of([ModelSpec(name="a"), ModelSpec(name="b")])
+    assert cat.with_model(ModelSpec(name="c")).names == ("a", "b", "c")
+    assert cat.with_model(ModelSpec(name="a", input_price=2.0)).get("a").input_price == 2.0
+    assert cat.without("a").names == ("b",)
+    with pytest.raises(CatalogError, match="empty"):
+        cat.without("a").without("b")

@@ -1,0 +1,123 @@
+"""bandit/features.py: request parsing, featurization, and that nothing raises on text."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit.errors import RequestError
+from bandit.features import Context, estimate_tokens, featurize, parse_request, sketch
+
+
+def test_messages_split_system_turns_and_last_user() -> None:
+    req = parse_request(messages=[
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "text", "text": "second?"}]},
+    ], max_tokens=50, metadata={"tenant": "acme", "task": "qa"})
+    assert req.system == "You are terse."
+    assert req.last_user == "second?"
+    ctx = featurize(req)
+    assert ctx.namespaces["s"] == ("you", "are", "terse")
+    assert ctx.numeric["turns"] == 3.0
+    assert ctx.numeric["question"] == 1.0
+    assert "tenant=acme" in ctx.namespaces["t"] and "task=qa" in ctx.namespaces["t"]
+    assert ctx.max_tokens == 50
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({}, "messages"),
+        ({"messages": [], "prompt": "x"}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": "hi"}, "messages"),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": [1]}]}, "messages[0].content[0]"),
+        ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": True}, "max_tokens"),
+        ({"prompt": "x", "metadata": {"tenant": ["a"]}}, "metadata.tenant"),
+        ({"prompt": 5}, "prompt"),
+    ],
+    ids=["nothing", "both", "empty", "string", "content-int", "part-int", "max0", "maxbool",
+         "meta-list", "prompt-int"],
+)
+def test_bad_requests_name_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(RequestError, match="^" + re.escape(field)):
+        parse_request(**kwargs)
+
+
+def test_needs_follow_tools_images_and_json() -> None:
+    req = parse_request(
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": "data:,"}}]}],
+        tools=[{"type": "function", "function": {"name": "f"}}],
+        response_format={"type": "json_object"},
+    )
+    ctx = featurize(req)
+    assert (ctx.needs_vision, ctx.needs_tools, ctx.needs_json) == (True, True, True)
+
+
+@pytest.mark.parametrize(
+    ("text", "marker"),
+    [
+        ("```python\nprint(1)\n```", "code"),
+        ("def f(x):\n    return x", "code"),
+        ("Solve 3x + 4 = 10 for x", "math"),
+        ("prove the theorem", "math"),
+        ("# Title\n\n- item", "markup"),
+        ("<div>hi</div>", "markup"),
+    ],
+)
+def test_markers(text: str, marker: str) -> None:
+    assert featurize(parse_request(prompt=text)).numeric[marker] == 1.0
+
+
+def test_plain_chat_has_no_markers() -> None:
+    numeric = featurize(parse_request(prompt="tell me a story about a cat")).numeric
+    assert numeric["code"] == numeric["math"] == numeric["markup"] == 0.0
+
+
+def test_script_and_language_hints() -> None:
+    assert "script=cyrillic" in featurize(parse_request(prompt="Привет, как дела?")).namespaces["t"]
+    assert "script=cjk" in featurize(parse_request(prompt="今日はいい天気ですね")).namespaces["t"]
+    es = featurize(parse_request(prompt="el perro de la casa que come en los campos"))
+    assert "lang=es" in es.namespaces["t"]
+
+
+def test_long_prompts_are_capped_keeping_both_ends() -> None:
+    text = "start " + "filler " * 5000 + "finish"
+    ctx = featurize(parse_request(prompt=text))
+    words = [w for w in ctx.namespaces["u"] if "_" not in w]
+    assert len(words) <= 384 and words[0] == "start" and words[-1] == "finish"
+    assert ctx.input_tokens == estimate_tokens(text) + 4
+
+
+def test_context_round_trips_through_dict() -> None:
+    ctx = featurize(parse_request(prompt="Write a python function to sort a list.\n\nThanks"))
+    assert Context.from_dict(ctx.to_dict()) == ctx
+
+
+def test_similar_prompts_have_closer_sketches_than_different_ones() -> None:
+    a = sketch("write a python function that sorts a list of numbers".split())
+    b = sketch("write a python function that reverses a list of numbers".split())
+    c = sketch("the weather in paris is lovely in spring".split())
+    dot = lambda x, y: sum(i * j for i, j in zip(x, y, strict=True))  # noqa: E731
+    assert dot(a, b) > 0.6 > dot(a, c)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.text(), st.integers(min_value=1, max_value=10**6))
+def test_featurize_never_raises_on_any_text(system: str, user: str, max_tokens: int) -> None:
+    ctx = featurize(parse_request(
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+        max_tokens=max_tokens,
+    ))
+    assert ctx.input_tokens >= 0
+    for tokens in ctx.namespaces.values():
+        assert all(" " not in t and "|" not in t and ":" not in t for t in tokens)
