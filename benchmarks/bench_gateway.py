@@ -3,10 +3,14 @@
 One run measures, with the same upstream and the same load generator:
 
 * added latency at concurrency 1: routebandit vs calling the upstream directly (p50, p99),
-  requests interleaved one by one so drift hits both sides alike;
-* throughput at concurrency 32 of routebandit (routing and logging included), of a bare
-  FastAPI + httpx pass-through with no routing, and of the LiteLLM proxy (one worker)
-  when it is installed (``--litellm PATH``, in its own virtualenv, never the project's).
+  requests interleaved one by one so drift hits every target alike (the bare pass-through
+  is measured too, to show what any FastAPI + httpx hop costs on this machine);
+* throughput at concurrency 32 of routebandit (``routebandit serve`` with an API key:
+  routing, logging and auth included), of a bare FastAPI + httpx pass-through with no
+  routing, and of the LiteLLM proxy (one worker) when it is installed (``--litellm
+  PATH``, in its own virtualenv, never the project's), rounds alternating;
+* each server's CPU milliseconds per request under that load, which a shared machine's
+  load moves much less than the rates (its inverse is the capacity of one core).
 
 Targets (issue 4): added p50 <= 2 ms and p99 <= 10 ms; throughput >= 0.7x the bare
 pass-through and >= 5x LiteLLM.
@@ -142,27 +146,11 @@ def catalog_yaml(upstream: str) -> str:
     )
 
 
-def gateway_app(upstream: str, workdir: str) -> Any:
-    """routebandit as deployed: ``create_app(settings)`` with its store and policy."""
-    catalog = Path(workdir) / "catalog.yaml"
-    catalog.write_text(catalog_yaml(upstream))
-    from serving.app import create_app
-    from serving.settings import load_settings
-
-    settings = load_settings(catalog=str(catalog), data_dir=workdir, log_level="warning")
-    return create_app(settings)
-
-
-def serve(kind: str, port: int, upstream: str, workdir: str) -> None:
+def serve(kind: str, port: int, upstream: str) -> None:
     import uvicorn
 
     sys.path.insert(0, str(ROOT))
-    if kind == "upstream":
-        app = upstream_app()
-    elif kind == "bare":
-        app = bare_app(upstream)
-    else:
-        app = gateway_app(upstream, workdir)
+    app = upstream_app() if kind == "upstream" else bare_app(upstream)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -237,10 +225,22 @@ def mint_key(workdir: str) -> str:
     return key
 
 
-def start_self(kind: str, upstream: str, workdir: str) -> Proc:
+def start_gateway(upstream: str, workdir: str) -> Proc:
+    """routebandit as deployed: ``routebandit serve`` (create_app, store, policy, keys)."""
+    catalog = Path(workdir) / "catalog.yaml"
+    catalog.write_text(catalog_yaml(upstream))
+    port = free_port()
+    args = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
+            "--catalog", str(catalog), "--data-dir", workdir, "--log-level", "warning"]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                       os.environ.get("PYTHONPATH")]))}
+    return Proc("gateway", args, port, "/", env=env)
+
+
+def start_self(kind: str, upstream: str) -> Proc:
     port = free_port()
     args = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port",
-            str(port), "--upstream", upstream, "--workdir", workdir]
+            str(port), "--upstream", upstream]
     return Proc(kind, args, port, "/")
 
 
@@ -388,12 +388,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     procs: list[Proc] = []
     out: dict[str, Any] = {"concurrency": args.concurrency, "duration_s": args.duration}
     try:
-        up = start_self("upstream", "", workdir)
+        up = start_self("upstream", "")
         procs.append(up)
         upstream = f"http://127.0.0.1:{up.port}/v1"
         rb_key = mint_key(workdir)
-        gw = start_self("gateway", upstream, workdir)
-        bare = start_self("bare", upstream, workdir)
+        gw = start_gateway(upstream, workdir)
+        bare = start_self("bare", upstream)
         procs += [gw, bare]
         lite, lite_key = None, None
         if args.litellm and Path(args.litellm).exists():
@@ -454,10 +454,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=("upstream", "bare", "gateway"))
+    parser.add_argument("--serve", choices=("upstream", "bare"))
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--upstream", default="")
-    parser.add_argument("--workdir", default="")
     parser.add_argument("--litellm", default="/tmp/litellm-venv/bin/litellm",
                         help="the litellm CLI of a separate virtualenv")
     parser.add_argument("--requests", type=int, default=2000,
@@ -470,7 +469,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.upstream, args.workdir)
+        serve(args.serve, args.port, args.upstream)
         return
     result = run(args)
     text = json.dumps(result, indent=2)
