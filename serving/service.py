@@ -294,15 +294,14 @@ class RouterService:
             allow = None if request.allow is None else list(request.allow)
             decision = policy.decide(context, weights=weights, allow=allow)
         decision_id = uuid.uuid4().hex
-        self.writer.add_decision(
-            PendingDecision(
-                decision_id=decision_id, decision=decision, tenant=tenant,
-                created_at=utcnow(),
-                user_key=request.user_key or _meta(request.metadata, "user_key", "user"),
-                task=_meta(request.metadata, "task"), kind=kind,
-                prompt_text=_prompt_text(req.system, req.turns) if self.store_prompts else None,
-            )
+        pending = PendingDecision(
+            decision_id=decision_id, decision=decision, tenant=tenant,
+            created_at=utcnow(),
+            user_key=request.user_key or _meta(request.metadata, "user_key", "user"),
+            task=_meta(request.metadata, "task"), kind=kind,
+            prompt_text=_prompt_text(req.system, req.turns) if self.store_prompts else None,
         )
+        self.writer.add_decision(replace(pending, encoded=self.store.encode_decision(pending)))
         self._remember(decision_id, _Recent(Chosen.of(decision), tenant, kind))
         self.metrics.decisions.labels(decision.model, kind).inc()
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
