@@ -16,8 +16,8 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, fields, replace
+from typing import Any, NamedTuple, Protocol
 
 from bandit.catalog import Catalog, ModelSpec, parse_model
 from bandit.decision import Decision
@@ -138,14 +138,70 @@ class CallOutcome:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class _Recent:
-    # Deliberately small: a few objects per entry keep Python's GC pauses short (full
-    # Decisions by the ten thousand cost a 100 ms collection now and then).
-    chosen: Chosen
+class _Recent(NamedTuple):
+    """What feedback needs of a recent decision, as a tuple of plain values.
+
+    Such tuples are untracked by Python's cyclic GC, so tens of thousands of them add
+    nothing to a full collection (full Decisions did: a 100 ms pause now and then).
+    """
+
+    model: str
+    weights: tuple[float, float, float]
+    expected_cost_usd: float
+    expected_latency_ms: float
     tenant: str
     kind: str = POLICY
-    outcome: OutcomeRecord | None = None
+    outcome: tuple[Any, ...] | None = None  # OutcomeRecord's fields
+
+    @classmethod
+    def of(cls, decision: Decision, tenant: str, kind: str,
+           outcome: OutcomeRecord | None = None) -> _Recent:
+        c = Chosen.of(decision)
+        w = c.weights
+        return cls(c.model, (w.quality, w.cost, w.latency), c.expected_cost_usd,
+                   c.expected_latency_ms, tenant, kind, _outcome_tuple(outcome))
+
+    @property
+    def chosen(self) -> Chosen:
+        q, c, lat = self.weights
+        return Chosen(self.model, RewardWeights(quality=q, cost=c, latency=lat),
+                      self.expected_cost_usd, self.expected_latency_ms)
+
+    @property
+    def outcome_record(self) -> OutcomeRecord | None:
+        return None if self.outcome is None else OutcomeRecord(*self.outcome)
+
+
+class _RecentCache:
+    """LRU of recent decisions stored as plain tuples (exact tuples of plain values are
+    untracked by the GC; NamedTuple instances are not), read back as :class:`_Recent`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._d: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+
+    def get(self, decision_id: str) -> _Recent | None:
+        t = self._d.get(decision_id)
+        return None if t is None else _Recent._make(t)
+
+    def put(self, decision_id: str, recent: _Recent) -> None:
+        if self.size <= 0:
+            return
+        self._d[decision_id] = tuple(recent)
+        if len(self._d) > self.size:
+            self._d.popitem(last=False)
+
+    def clear(self) -> None:
+        self._d.clear()
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+def _outcome_tuple(o: OutcomeRecord | None) -> tuple[Any, ...] | None:
+    if o is None:
+        return None
+    return tuple(getattr(o, f.name) for f in fields(o))
 
 
 @dataclass(frozen=True)
@@ -188,8 +244,7 @@ class RouterService:
         self.max_prompt_chars = max_prompt_chars
         self.writer = BatchWriter(store, flush_interval_s=flush_interval_s,
                                   on_flush=self._on_flush)
-        self._cache_size = decision_cache_size
-        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+        self._recent = _RecentCache(decision_cache_size)
         self._policy: Policy | None = None
         self._learn_q: asyncio.Queue[_ToLearn | None] | None = None
         self._learn_task: asyncio.Task[None] | None = None
@@ -302,7 +357,7 @@ class RouterService:
             prompt_text=_prompt_text(req.system, req.turns) if self.store_prompts else None,
         )
         self.writer.add_decision(replace(pending, encoded=self.store.encode_decision(pending)))
-        self._remember(decision_id, _Recent(Chosen.of(decision), tenant, kind))
+        self._remember(decision_id, _Recent.of(decision, tenant, kind))
         self.metrics.decisions.labels(decision.model, kind).inc()
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         return decision_id, decision
@@ -334,7 +389,7 @@ class RouterService:
         stored = await self.writer.outcome(record)
         recent = self._recent.get(decision_id)
         if stored and recent is not None and recent.outcome is None:
-            self._recent[decision_id] = replace(recent, outcome=record)
+            self._recent.put(decision_id, recent._replace(outcome=_outcome_tuple(record)))
 
     async def feedback(
         self,
@@ -360,7 +415,7 @@ class RouterService:
         r = feedback_reward(
             recent.chosen, catalog=self._catalog, score=score, latency_ms=latency_ms,
             input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
-            outcome=recent.outcome,
+            outcome=recent.outcome_record,
         )
         result = await self.writer.feedback(
             FeedbackInput(
@@ -407,22 +462,18 @@ class RouterService:
         if recent is None:
             pending = self.writer.pending(decision_id)
             if pending is not None:
-                recent = _Recent(Chosen.of(pending.decision), pending.tenant, pending.kind)
+                recent = _Recent.of(pending.decision, pending.tenant, pending.kind)
             else:
                 record = await asyncio.to_thread(self.store.get_decision, decision_id)
                 if record is not None:
-                    recent = _Recent(Chosen.of(record.decision), record.tenant, record.kind,
-                                     record.outcome)
+                    recent = _Recent.of(record.decision, record.tenant, record.kind,
+                                        record.outcome)
         if recent is None or (tenant is not None and recent.tenant != tenant):
             raise UnknownDecisionError(decision_id)
         return recent
 
     def _remember(self, decision_id: str, recent: _Recent) -> None:
-        if self._cache_size <= 0:
-            return
-        self._recent[decision_id] = recent
-        if len(self._recent) > self._cache_size:
-            self._recent.popitem(last=False)
+        self._recent.put(decision_id, recent)
 
     # -- catalog and policy ----------------------------------------------------------------
     async def add_model(self, spec: ModelSpec) -> ModelSpec:
