@@ -417,7 +417,7 @@ class Gateway:
                 continue
             self.cooldown.success(model)
             body = completion.body
-            self._measure_body(call, body, request)
+            self._measure_body(call, body)
             problem = completion_problem(body, json_expected=json_expected) if cascade else None
             if problem is not None and not last:
                 self._record(call, "rejected", f"cascade check: {problem}")
@@ -552,8 +552,7 @@ class Gateway:
                               json_expected=json_expected)
 
     # -- measuring -------------------------------------------------------------------
-    def _measure_body(self, call: _Call, body: Mapping[str, Any],
-                      request: Mapping[str, Any]) -> None:
+    def _measure_body(self, call: _Call, body: Mapping[str, Any]) -> None:
         call.usage = body.get("usage") if isinstance(body.get("usage"), Mapping) else None
         for choice in body.get("choices") or ():
             msg = choice.get("message") or {}
@@ -568,7 +567,7 @@ class Gateway:
         estimated = not (isinstance(prompt, int) and isinstance(completion, int))
         if estimated:
             # No usage from the upstream: estimate, and say so in the outcome row.
-            sent = status in ("ok", "rejected", "cancelled")
+            sent = status != "error" or bool(call.text)  # the upstream read the prompt
             prompt = call.prompt_estimate() if sent else 0
             completion = estimate_tokens("".join(call.text))
         assert isinstance(prompt, int) and isinstance(completion, int)
