@@ -64,6 +64,7 @@ class Behavior:
     chunk_delay_s: float = 0.0         # between stream chunks
     break_after_chunks: int | None = None  # cut the stream after this many content chunks
     hang_s: float = 0.0                # sleep before headers (for timeouts)
+    empty_stream: bool = False         # a 200 event stream with no event at all
 
 
 @dataclass
@@ -140,6 +141,8 @@ def build_app(behavior: Behavior, log: Log, *, name: str = "fake", record: bool 
             if b.usage:
                 out["usage"] = usage
             return Response(json.dumps(out), media_type="application/json")
+        if b.empty_stream:
+            return StreamingResponse(iter(()), media_type="text/event-stream")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
             _stream(b, cid, created, model, words, finish,

@@ -218,3 +218,31 @@ def test_cascade_by_profile_and_streamed(fresh: dict[str, FakeUpstream]) -> None
         assert stack.outcomes(first_id)[0].status == "rejected"
     finally:
         stack.stop()
+
+
+def test_empty_stream_fails_over(stack: Stack) -> None:
+    stack.fakes["cheap"].behavior.empty_stream = True
+    chunks = list(stack.sdk().chat.completions.create(model="auto", messages=MESSAGES,
+                                                       stream=True))
+    assert {c.model for c in chunks} == {"mid"}
+    [failed] = stack.outcomes(stack.router.routes[0][0])
+    assert failed.status == "error" and "before any event" in (failed.error or "")
+
+
+def test_stream_stalling_past_the_read_timeout_ends_with_an_error(
+    fresh: dict[str, FakeUpstream],
+) -> None:
+    stack = start_stack(fresh, timeouts=Timeouts(read=0.3))
+    try:
+        fresh["cheap"].behavior.chunk_delay_s = 0.6
+        with stack.sdk().chat.completions.with_streaming_response.create(
+                model="auto", messages=MESSAGES, stream=True) as raw:
+            decision_id = raw.headers["x-routebandit-decision-id"]
+            with pytest.raises(openai.APIError, match="timed out"):
+                for _ in raw.parse():
+                    pass
+        [outcome] = stack.outcomes(decision_id)
+        assert outcome.status == "error" and (outcome.error or "").startswith("timeout")
+        assert stack.gateway.cooldown.state("cheap") == "closed"  # one failure of three
+    finally:
+        stack.stop()
