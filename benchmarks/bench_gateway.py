@@ -225,7 +225,7 @@ def mint_key(workdir: str) -> str:
     return key
 
 
-def start_gateway(upstream: str, workdir: str) -> Proc:
+def start_gateway(upstream: str, workdir: str, transport: str) -> Proc:
     """routebandit as deployed: ``routebandit serve`` (create_app, store, policy, keys)."""
     catalog = Path(workdir) / "catalog.yaml"
     catalog.write_text(catalog_yaml(upstream))
@@ -233,7 +233,8 @@ def start_gateway(upstream: str, workdir: str) -> Proc:
     args = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
             "--catalog", str(catalog), "--data-dir", workdir, "--log-level", "warning"]
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                       os.environ.get("PYTHONPATH")]))}
+                                                       os.environ.get("PYTHONPATH")])),
+           "ROUTEBANDIT_GATEWAY_TRANSPORT": transport}
     return Proc("gateway", args, port, "/", env=env)
 
 
@@ -392,7 +393,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         procs.append(up)
         upstream = f"http://127.0.0.1:{up.port}/v1"
         rb_key = mint_key(workdir)
-        gw = start_gateway(upstream, workdir)
+        gw = start_gateway(upstream, workdir, args.transport)
+        out["gateway_transport"] = args.transport
         bare = start_self("bare", upstream)
         procs += [gw, bare]
         lite, lite_key = None, None
@@ -466,6 +468,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx",
+                        help="routebandit's upstream transport (the bare baseline: httpx)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if args.serve:

@@ -7,6 +7,8 @@ environment.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,6 +48,9 @@ class GatewaySettings(BaseSettings):
         default=0.0, ge=0, le=1, description="Quality fed back for a failed or rejected call.")
     max_connections: int = Field(default=512, ge=1,
                                  description="Upstream connection pool size.")
+    transport: Literal["httpx", "aiohttp"] = Field(
+        default="httpx",
+        description="What sends the bytes under the httpx client (aiohttp: less CPU).")
     client_shards: int = Field(
         default=32, ge=1, le=128,
         description="httpx clients the pool is split across (CPU per call).")

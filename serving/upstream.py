@@ -101,14 +101,25 @@ class Completion:
 
 def new_client(
     *, timeouts: Timeouts | None = None, max_connections: int = 512,
-    ssl_context: ssl.SSLContext | None = None,
+    ssl_context: ssl.SSLContext | None = None, transport: str = "httpx",
 ) -> httpx.AsyncClient:
-    """The shared client (the app's lifespan owns and closes it)."""
+    """The shared client (the app's lifespan owns and closes it).
+
+    ``transport="aiohttp"`` keeps the httpx client but sends the bytes with aiohttp
+    (:mod:`serving.aiohttp_transport`).
+    """
     limits = httpx.Limits(max_connections=max_connections,
                           max_keepalive_connections=max_connections, keepalive_expiry=30.0)
+    engine: httpx.AsyncBaseTransport | None = None
+    if transport == "aiohttp":
+        from serving.aiohttp_transport import AiohttpTransport
+
+        engine = AiohttpTransport(max_connections=max_connections)
+    elif transport != "httpx":
+        raise ValueError(f"transport: must be 'httpx' or 'aiohttp', got {transport!r}")
     return httpx.AsyncClient(timeout=(timeouts or Timeouts()).httpx(), limits=limits,
                              follow_redirects=False, trust_env=False,
-                             verify=ssl_context or True)
+                             verify=ssl_context or True, transport=engine)
 
 
 def _translate(exc: httpx.HTTPError, model: str) -> UpstreamError:
@@ -125,10 +136,15 @@ def _translate(exc: httpx.HTTPError, model: str) -> UpstreamError:
 
 
 def new_clients(
-    n: int, *, timeouts: Timeouts | None = None, max_connections: int = 512
+    n: int, *, timeouts: Timeouts | None = None, max_connections: int = 512,
+    transport: str = "httpx",
 ) -> list[httpx.AsyncClient]:
     """``n`` clients sharing ``max_connections`` and one TLS context (loading the CA
-    bundle is the slow part of making a client); see :class:`Upstream` for why."""
+    bundle is the slow part of making a client); see :class:`Upstream` for why. aiohttp's
+    pool has no such cost, so with it one client is enough."""
+    if transport == "aiohttp":
+        return [new_client(timeouts=timeouts, max_connections=max_connections,
+                           transport=transport)]
     per = max(1, max_connections // max(1, n))
     context = ssl.create_default_context(cafile=certifi.where())
     return [new_client(timeouts=timeouts, max_connections=per, ssl_context=context)

@@ -35,7 +35,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     previous: Gateway | None = getattr(app.state, "gateway", None)
     async with AsyncExitStack() as stack:
         clients = new_clients(gs.client_shards, timeouts=gs.timeouts(),
-                              max_connections=gs.max_connections)
+                              max_connections=gs.max_connections, transport=gs.transport)
         for client in clients:
             stack.push_async_callback(client.aclose)
         gateway = Gateway(router=service,

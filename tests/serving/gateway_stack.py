@@ -110,9 +110,10 @@ def start_stack(
     preference: list[str] | None = None,
     timeouts: Timeouts | None = None,
     cooldown: tuple[int, float] = (3, 30.0),
+    transport: str = "httpx",
 ) -> Stack:
     router = StubRouter(catalog_for(fakes), preference=list(preference or []))
-    client = new_client(timeouts=timeouts)
+    client = new_client(timeouts=timeouts, transport=transport)
     clock = FakeClock()
     gateway = Gateway(
         router=router,
