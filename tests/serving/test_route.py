@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bandit import FEATURE_VERSION, Catalog, example_catalog_path
+from serving.routes.route import RouteOut
 from tests.serving.conftest import Api, running, service_settings
 
 CATALOG = Catalog.load(example_catalog_path())
@@ -19,6 +20,7 @@ async def test_route_returns_a_logged_decision(api: Api) -> None:
                                     {"role": "user", "content": "Explain recursion."}],
                           metadata={"task": "explain", "user_key": "u-7"})
     assert re.fullmatch(r"[0-9a-f]{32}", out["decision_id"])
+    assert RouteOut.model_validate(out).model_dump() == out  # the documented schema
     ranking = {r["model"]: r["probability"] for r in out["ranking"]}
     assert set(ranking) == set(CATALOG.names)  # every eligible model, with its probability
     assert sum(ranking.values()) == pytest.approx(1.0)
