@@ -95,7 +95,7 @@ class PolicyConfig:
             args += ["-q", pair]
         # VW's default update (adaptive, normalized, invariant) with a small learning
         # rate: the regression must estimate mean quality from Bernoulli grades, and
-        # VW's default rate of 0.5 chases the last few labels (see docs/policy.md).
+        # VW's default rate of 0.5 chases the last few labels (docs/policy.md).
         args += ["-l", f"{self.learning_rate:g}", "--power_t", f"{self.power_t:g}",
                  "-b", str(self.bits), "--random_seed", str(seed), "--quiet"]
         if self.l2:
