@@ -88,6 +88,8 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any]]:
     elif isinstance(exc, StarletteHTTPException):
         status, kind = exc.status_code, _KINDS.get(exc.status_code, "error")
         message = str(exc.detail)
+        if status == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
+            field, message = "body", f"body: {_unparsable(exc.__cause__)}"
     else:
         status, kind, field, message = 500, "internal_error", None, "internal server error"
     return status, {"error": {"type": kind, "message": message, "field": field, **extra}}
@@ -95,6 +97,14 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any]]:
 
 _KINDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def _unparsable(cause: BaseException) -> str:
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deeply"
+    return "not valid JSON"
 
 
 def _validation_item(err: Any) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -348,7 +348,7 @@ class RouterService:
             kind = POLICY
             allow = None if request.allow is None else list(request.allow)
             decision = policy.decide(context, weights=weights, allow=allow)
-        decision_id = uuid.uuid4().hex
+        decision_id = secrets.token_hex(16)  # 128 random bits: unguessable
         pending = PendingDecision(
             decision_id=decision_id, decision=decision, tenant=tenant,
             created_at=utcnow(),
@@ -358,7 +358,7 @@ class RouterService:
         )
         self.writer.add_decision(replace(pending, encoded=self.store.encode_decision(pending)))
         self._remember(decision_id, _Recent.of(decision, tenant, kind))
-        self.metrics.decisions.labels(decision.model, kind).inc()
+        self.metrics.decision(decision.model, kind)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         return decision_id, decision
 
@@ -582,10 +582,15 @@ def _meta(metadata: Mapping[str, Any] | None, *keys: str) -> str | None:
     for key in keys:
         value = (metadata or {}).get(key)
         if value is not None and value != "":
-            return str(value)[:128]
+            text = str(value)[:128]
+            if "\x00" in text:  # PostgreSQL text cannot hold it: refuse, never poison a batch
+                raise RequestError(f"metadata.{key}: must not contain NUL characters")
+            return text
     return None
 
 
 def _prompt_text(system: str, turns: Sequence[tuple[str, str]]) -> str:
     parts = ([f"system: {system}"] if system else []) + [f"{r}: {t}" for r, t in turns]
-    return "\n\n".join(parts)
+    # An audit copy: PostgreSQL text holds neither NUL nor lone surrogates.
+    text = "\n\n".join(parts).replace("\x00", "\ufffd")
+    return text.encode("utf-8", "replace").decode("utf-8")

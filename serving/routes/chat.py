@@ -99,10 +99,13 @@ async def chat_completions(request: Request) -> Response:
         return _service_error(exc)
     raw = await request.body()
     try:
-        body: Any = json.loads(raw)
-    except ValueError:
-        return openai_error(400, "We could not parse the JSON body of your request.",
-                            code="invalid_json")
+        body: Any = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        detail = str(exc) if isinstance(exc, _NonFinite) else "not valid UTF-8 JSON"
+        if isinstance(exc, RecursionError):
+            detail = "JSON nested too deeply"
+        return openai_error(400, f"We could not parse the JSON body of your request: "
+                            f"{detail}.", code="invalid_json")
     if not isinstance(body, dict):
         return openai_error(400, "The request body must be a JSON object.",
                             code="invalid_json")
@@ -120,6 +123,15 @@ async def chat_completions(request: Request) -> Response:
     if isinstance(answer, Answer):
         return Response(answer.body, media_type="application/json", headers=answer.headers)
     return _EventStream(answer)
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and forwarded upstream they would break its parser.
+    raise _NonFinite(f"{name} is not a valid JSON number")
 
 
 class _EventStream(StreamingResponse):

@@ -40,7 +40,7 @@ class FeedbackIn(BaseModel):
     cost_usd: NonNegative | None = Field(
         None, description="Cost of the call; computed from the catalog when tokens are given."
     )
-    source: Annotated[str, Field(max_length=64)] | None = Field(
+    source: Annotated[str, Field(max_length=64, pattern="^[^\x00]*$")] | None = Field(
         None, description="Who scored it, e.g. `user`, `judge`."
     )
 

@@ -60,7 +60,7 @@ class RouteIn(BaseModel):
     weights: WeightsIn | None = None
     profile: str | None = Field(None, description="Named reward profile, e.g. `cheap`.")
     metadata: Metadata | None = None
-    max_tokens: Annotated[int, Field(strict=True, ge=1)] | None = None
+    max_tokens: Annotated[int, Field(strict=True, ge=1, le=100_000_000)] | None = None
     tools: list[Any] | None = Field(None, description="Needs a model with tool calling.")
     response_format: dict[str, Any] | None = Field(None, description="JSON mode needs `json`.")
 
