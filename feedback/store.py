@@ -166,7 +166,7 @@ class Store:
     def _ts(self, value: datetime) -> Any:
         """A timestamp as the driver takes it (SQLite: SQLAlchemy's naive UTC text)."""
         if self.dialect == "sqlite":
-            return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+            return _sqlite_ts(value)
         return value
 
     def _insert(self, table: Any) -> Any:
@@ -581,10 +581,16 @@ _SQLITE_INSERT_DECISION = (
 )
 
 
+def _sqlite_ts(value: datetime) -> str:
+    # SQLAlchemy's SQLite DATETIME text (naive UTC, always with microseconds).
+    utc = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(sep=" ", timespec="microseconds")
+
+
 def _sqlite_decision_row(p: PendingDecision) -> tuple[Any, ...]:
     # Same encodings as SQLAlchemy's SQLite types: naive-UTC ISO text, JSON text.
     v = _decision_values(p)
-    v["created_at"] = p.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    v["created_at"] = _sqlite_ts(p.created_at)
     for name in ("pmf", "weights", "payload"):
         v[name] = _json_dumps(v[name])
     return tuple(v[c] for c in _DECISION_COLUMNS)

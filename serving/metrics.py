@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -53,8 +55,15 @@ class Metrics:
             "routebandit_write_seconds", "Duration of one group-commit write.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r,
         )
+        self._decision_children: dict[tuple[str, str], Any] = {}
         self._reward_n = 0
         self._reward_total = 0.0
+
+    def decision(self, model: str, kind: str) -> None:
+        child = self._decision_children.get((model, kind))
+        if child is None:  # labels() costs a lock and a lookup; cache the children
+            child = self._decision_children[(model, kind)] = self.decisions.labels(model, kind)
+        child.inc()
 
     def observe_reward(self, value: float) -> None:
         self.reward.observe(value)
