@@ -253,7 +253,8 @@ class Catalog:
         return {"models": [m.to_dict() for m in self.models]}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        text: str = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return text
 
     def digest(self) -> str:
         """A short stable hash of the catalog contents (for policy metadata)."""

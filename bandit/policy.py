@@ -31,7 +31,7 @@ import struct
 import threading
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import vowpal_wabbit_next as vw
 
@@ -258,8 +258,10 @@ class Policy:
                 pred = self._ws.predict_one(self._examples(context, actions))
             except Exception as exc:
                 raise PolicyError(f"Vowpal Wabbit failed to predict: {exc}") from exc
+        # cb_adf predicts action scores: (action index, predicted cost) pairs.
+        scored = cast("list[tuple[int, float]]", pred)
         quality = [0.0] * len(actions)
-        for idx, cost in pred:
+        for idx, cost in scored:
             # Quality lives in [0, 1]; a regression overshooting it must not buy a model
             # more traffic than a perfect score would.
             quality[idx] = min(1.0, max(0.0, -float(cost)))
