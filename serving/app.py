@@ -130,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
             stack.callback(pre.store.close)
             await service.start(lambda: _policy_factory(settings, pre.catalog))
             stack.push_async_callback(service.stop)
+            await _start_versions(app, settings, service, pre.store, stack)
             log.info("routebandit serving %d models, policy %s (%d learned), database %s",
                      len(service.catalog), service.policy.version, service.policy.n_learned,
                      pre.store.engine.url.render_as_string(hide_password=True))
@@ -151,6 +152,26 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     _include_gateway_routes(app)
     return app
+
+
+async def _start_versions(app: FastAPI, settings: Settings, service: RouterService,
+                          store: Store, stack: AsyncExitStack) -> None:
+    """Serve the MLflow champion, follow promotions and snapshot (docs/mlflow.md)."""
+    if not settings.policy_versions:
+        return
+    from feedback.tracking import Tracker, resolve_tracking_uri
+    from feedback.versions import Split
+    from serving.versioning import VersionManager
+
+    uri = resolve_tracking_uri(settings.tracking_uri, data_dir=settings.resolved_data_dir)
+    manager = VersionManager(
+        service, Tracker(uri), store=store, poll_interval_s=settings.versions_poll_s,
+        snapshot_every=settings.snapshot_every, snapshot_interval_s=settings.snapshot_interval_s,
+        split=Split(settings.split_mode, settings.split_percent),
+    )
+    await manager.start()
+    stack.push_async_callback(manager.stop)
+    app.state.versions = manager
 
 
 def _include_gateway_routes(app: FastAPI) -> None:

@@ -40,6 +40,7 @@ from feedback.records import (
 )
 from feedback.rewards import Chosen, feedback_reward
 from feedback.store import Store
+from feedback.versions import CHALLENGER, SHADOW, Arms
 from feedback.writer import BatchWriter
 from serving.metrics import Metrics
 
@@ -246,6 +247,9 @@ class RouterService:
                                   on_flush=self._on_flush)
         self._recent = _RecentCache(decision_cache_size)
         self._policy: Policy | None = None
+        # Set by serving.versioning.VersionManager in shadow or A/B mode: the champion
+        # and challenger to route between. ``None``: the live policy decides alone.
+        self.arms: Callable[[], Arms] | None = None
         self._learn_q: asyncio.Queue[_ToLearn | None] | None = None
         self._learn_task: asyncio.Task[None] | None = None
         self._catalog_lock = asyncio.Lock()
@@ -341,22 +345,33 @@ class RouterService:
         weights = self.weights_for(request.profile, request.weights)
         context = featurize(req)
         policy = self.policy
+        user_key = request.user_key or _meta(request.metadata, "user_key", "user")
+        arm: str | None = None
+        shadow: Decision | None = None
         if request.force_model is not None:
             kind = request.kind if request.kind != POLICY else FORCED
             decision = self._forced(policy, request.force_model, context, weights)
         else:
             kind = POLICY
             allow = None if request.allow is None else list(request.allow)
-            decision = policy.decide(context, weights=weights, allow=allow)
+            if self.arms is None:
+                decision = policy.decide(context, weights=weights, allow=allow)
+            else:  # champion and challenger, shadow or A/B (serving/versioning.py)
+                routed = self.arms().route(context, user_key=user_key, weights=weights,
+                                           allow=allow)
+                decision, arm, shadow = routed.served, routed.arm, routed.shadow
         decision_id = secrets.token_hex(16)  # 128 random bits: unguessable
         pending = PendingDecision(
             decision_id=decision_id, decision=decision, tenant=tenant,
             created_at=utcnow(),
-            user_key=request.user_key or _meta(request.metadata, "user_key", "user"),
-            task=_meta(request.metadata, "task"), kind=kind,
+            user_key=user_key, task=_meta(request.metadata, "task"), kind=kind, arm=arm,
             prompt_text=_prompt_text(req.system, req.turns) if self.store_prompts else None,
         )
         self.writer.add_decision(replace(pending, encoded=self.store.encode_decision(pending)))
+        if shadow is not None:  # the challenger's choice: logged, never served
+            logged = replace(pending, decision_id=secrets.token_hex(16), decision=shadow,
+                             kind=SHADOW, arm=CHALLENGER, prompt_text=None)
+            self.writer.add_decision(replace(logged, encoded=self.store.encode_decision(logged)))
         self._remember(decision_id, _Recent.of(decision, tenant, kind))
         self.metrics.decision(decision.model, kind)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)

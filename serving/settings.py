@@ -90,12 +90,35 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(200_000, ge=1, description="Longest prompt (422).")
     decision_cache_size: int = Field(50_000, ge=0, description="Recent decisions in memory.")
     log_level: str = Field("info", description="Logging level.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else SQLite "
+        "<data_dir>/mlflow.db (docs/mlflow.md)."
+    )
+    policy_versions: bool = Field(
+        True, description="Serve the MLflow champion, follow promotions, snapshot the policy."
+    )
+    versions_poll_s: float = Field(10.0, gt=0, description="How often to check the champion.")
+    snapshot_every: int = Field(1000, ge=1, description="Snapshot to MLflow every N learns.")
+    snapshot_interval_s: float = Field(900.0, gt=0, description="...or this often (seconds).")
+    split_mode: str = Field(
+        "off", description="Challenger traffic: off, shadow (decides and logs only) or ab."
+    )
+    split_percent: float = Field(
+        0.0, ge=0, le=100, description="In ab mode, the % of user keys the challenger serves."
+    )
 
     @field_validator("exploration")
     @classmethod
     def _exploration(cls, value: str) -> str:
         if value not in EXPLORATIONS:
             raise ValueError(f"must be one of {', '.join(EXPLORATIONS)}")
+        return value
+
+    @field_validator("split_mode")
+    @classmethod
+    def _split_mode(cls, value: str) -> str:
+        if value not in ("off", "shadow", "ab"):
+            raise ValueError("must be one of off, shadow, ab")
         return value
 
     @field_validator("log_level")

@@ -117,3 +117,64 @@ async def test_without_a_store_the_service_keeps_serving_and_creates_none(
     await manager.poll_once()
     await manager.stop()
     assert service.policy.version == version and not db.exists()
+
+
+async def test_the_app_serves_the_champion_and_follows_promotions(
+    tracker, tmp_path: Path
+) -> None:
+    from serving.app import create_app
+    from serving.settings import load_settings
+
+    tracker.promote(2)
+    (tmp_path / "catalog.yaml").write_text(synthetic.catalog().to_yaml())
+    settings = load_settings(data_dir=str(tmp_path), catalog=str(tmp_path / "catalog.yaml"),
+                             tracking_uri=tracker.tracking_uri, versions_poll_s=3600,
+                             flush_interval_ms=20)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        service = app.state.service
+        assert service.policy.version == "v2"
+        tracker.promote(1)
+        await app.state.versions.poll_once()
+        assert (await service.route(CODE))[1].policy_version == "v1"
+
+
+@pytest.mark.parametrize(
+    ("mode", "percent", "served", "arm", "decisions"),
+    [("shadow", 0.0, "v1", "champion", 2), ("ab", 100.0, "v2", "challenger", 1),
+     ("ab", 0.0, "v1", "champion", 1)],
+    ids=["shadow", "ab-all-challenger", "ab-all-champion"],
+)
+async def test_shadow_and_ab_modes_log_both_arms(
+    tracker, tmp_path: Path, mode: str, percent: float, served: str, arm: str, decisions: int
+) -> None:
+    from serving.app import create_app
+    from serving.settings import load_settings
+
+    tracker.promote(1)
+    tracker.set_challenger(2)
+    (tmp_path / "catalog.yaml").write_text(synthetic.catalog().to_yaml())
+    settings = load_settings(data_dir=str(tmp_path), catalog=str(tmp_path / "catalog.yaml"),
+                             tracking_uri=tracker.tracking_uri, versions_poll_s=3600,
+                             flush_interval_ms=20, split_mode=mode, split_percent=percent)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        decision_id, decision = await app.state.service.route(CODE)
+        assert decision.policy_version == served
+    store = Store(settings.resolved_database_url)
+    try:
+        record = store.get_decision(decision_id)
+        assert record is not None and record.arm == arm and record.kind == "policy"
+        assert store.count("decisions") == decisions
+    finally:
+        store.close()
+
+
+async def test_the_app_can_run_without_policy_versions(tmp_path: Path) -> None:
+    from serving.app import create_app
+    from serving.settings import load_settings
+
+    app = create_app(load_settings(data_dir=str(tmp_path), policy_versions=False))
+    async with app.router.lifespan_context(app):
+        assert not hasattr(app.state, "versions")
+    assert not (tmp_path / "mlflow.db").exists()
