@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ class BatchWriter:
         self._decisions: deque[PendingDecision] = deque()
         self._pending: dict[str, PendingDecision] = {}
         self._ops: list[_Op] = []
-        self._lock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -80,15 +78,19 @@ class BatchWriter:
 
     # -- producers --------------------------------------------------------------------
     def add_decision(self, decision: PendingDecision) -> None:
-        """Buffer a decision (thread-safe, never blocks)."""
-        with self._lock:
-            if len(self._pending) >= self.max_pending:
-                raise StoreError(
-                    f"decision buffer full ({self.max_pending} unwritten decisions): "
-                    f"the database is not keeping up ({self.last_error or 'slow writes'})"
-                )
-            self._pending[decision.decision_id] = decision
-            self._decisions.append(decision)
+        """Buffer a decision (never blocks).
+
+        Like every method here, call it from the event loop's thread: the buffers are
+        touched only there, so no thread lock is needed (a lock shared with a worker
+        thread would make requests queue behind the GIL).
+        """
+        if len(self._pending) >= self.max_pending:
+            raise StoreError(
+                f"decision buffer full ({self.max_pending} unwritten decisions): "
+                f"the database is not keeping up ({self.last_error or 'slow writes'})"
+            )
+        self._pending[decision.decision_id] = decision
+        self._decisions.append(decision)
 
     def pending(self, decision_id: str) -> PendingDecision | None:
         """A decision returned but not yet committed, if it is one."""
@@ -110,8 +112,7 @@ class BatchWriter:
         if self._loop is None or self._wake is None or self._stopping:
             raise StoreError("the writer is not running")
         fut: asyncio.Future[Any] = self._loop.create_future()
-        with self._lock:
-            self._ops.append(_Op(item, fut))
+        self._ops.append(_Op(item, fut))
         self._wake.set()
         return await fut
 
@@ -141,10 +142,9 @@ class BatchWriter:
             await self._flush_locked()
 
     async def _flush_locked(self) -> None:
-        with self._lock:
-            decisions = list(self._decisions)
-            self._decisions.clear()
-            ops, self._ops = self._ops, []
+        decisions = list(self._decisions)
+        self._decisions.clear()
+        ops, self._ops = self._ops, []
         if not decisions and not ops:
             return
         outcomes = [op for op in ops if isinstance(op.item, OutcomeRecord)]
@@ -161,16 +161,15 @@ class BatchWriter:
             self.last_error = str(exc)
             log.error("write of %d decisions and %d operations failed: %s",
                       len(decisions), len(ops), exc)
-            with self._lock:  # keep the decisions for the next attempt, in order
-                self._decisions.extendleft(reversed(decisions))
+            # keep the decisions for the next attempt, in order
+            self._decisions.extendleft(reversed(decisions))
             for op in ops:
                 if not op.future.done():
                     op.future.set_exception(exc)
             return
         self.last_error = None
-        with self._lock:
-            for d in decisions:
-                self._pending.pop(d.decision_id, None)
+        for d in decisions:
+            self._pending.pop(d.decision_id, None)
         for op, done in zip(outcomes, result.outcomes, strict=True):
             _resolve(op.future, done)
         for op, fb in zip(feedback, result.feedback, strict=True):
