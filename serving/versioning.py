@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol
@@ -89,6 +90,8 @@ class VersionManager:
 
     async def start(self) -> None:
         """Adopt the champion now, then poll in the background."""
+        # MLflow draws a progress bar for every artifact download: not in a server log.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         live = self.service.policy
         self.champion_source.version = serving_version(live)
         self.snapshots.schedule.mark(live.n_learned)
