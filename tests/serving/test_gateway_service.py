@@ -43,13 +43,6 @@ class App:
                  feedback: bool = False) -> dict[str, Any]:
         """The audit view, once the group-commit writer has stored what is asked."""
         out: dict[str, Any] = {}
-        if outcome:
-            # Wait for the outcome's commit before reading: a GET flushes the writer, and
-            # a flush running beside the writer's own could commit the outcome before the
-            # decision it refers to (reported to the service's owner).
-            recent = self.service._recent
-            wait_until(lambda: getattr(recent.get(decision_id), "outcome", None) is not None,
-                       timeout=10)
 
         def ready() -> bool:
             r = self.http.get(f"/v1/decisions/{decision_id}")
