@@ -216,3 +216,16 @@ def test_a_replay_result_becomes_a_run(tracker) -> None:
     assert run.data.params["replay.policy.epsilon"] == "0.05"
     assert run.data.metrics == {"aiq": 0.7, "best_single.quality": 0.8, "random.aiq": 0.5}
     assert run.data.tags["routebandit.kind"] == "replay"
+
+
+def test_only_feedback_tracking_imports_mlflow() -> None:
+    root = Path(__file__).resolve().parents[2]
+    offenders = [
+        str(path.relative_to(root))
+        for package in ("bandit", "feedback", "serving")
+        for path in sorted((root / package).rglob("*.py"))
+        if path.name != "tracking.py" or path.parent.name != "feedback"
+        if any(line.lstrip().startswith(("import mlflow", "from mlflow"))
+               for line in path.read_text(encoding="utf-8").splitlines())
+    ]
+    assert offenders == []
