@@ -86,6 +86,8 @@ def feedback_reward(
         cost_usd=cost,
         latency_ms=latency,
         measured={
+            # The score is what the policy learns as the chosen model's quality.
+            "quality": float(score),
             "input_tokens": None if in_tok is None else float(in_tok),
             "output_tokens": None if out_tok is None else float(out_tok),
             "cost_usd": None if measured_cost is None else float(measured_cost),
