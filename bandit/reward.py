@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bandit.errors import RequestError
@@ -67,7 +67,9 @@ class RewardWeights:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+        # Spelled out: dataclasses.asdict deep-copies and is slow on the request path.
+        return {"quality": float(self.quality), "cost": float(self.cost),
+                "latency": float(self.latency)}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RewardWeights:
