@@ -57,6 +57,7 @@ from bandit.replay import (
     replay,
     work_units,
 )
+from serving.commands.tracking_args import add_store_args, tracker
 
 
 def _cost_weights(text: str) -> tuple[float, ...]:
@@ -117,6 +118,10 @@ def register(subparsers: Any) -> None:
                    help="write every result as JSON to PATH (schema: docs/replay.md)")
     p.add_argument("--plot", type=Path, default=None, metavar="PATH.png",
                    help="write a PNG: frontiers (left) and the learning curves (right)")
+    p.add_argument("--no-mlflow", action="store_true", dest="no_mlflow",
+                   help="do not log the run to MLflow (by default every replay is logged as "
+                        "one run: configuration, headline numbers, frontier and plot)")
+    add_store_args(p)
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -146,6 +151,11 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot(result, args.plot)
     print(render(result, source=str(args.outcomes)))
+    if not args.no_mlflow:
+        run_id = tracker(args).log_replay(
+            out, run_name=f"replay {Path(args.outcomes).name} seed {args.seed}")
+        print(f"  logged to MLflow as run {run_id} (experiment "
+              f"{args.experiment or 'routebandit'}; --no-mlflow to skip)")
     return 0
 
 

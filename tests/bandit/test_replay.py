@@ -131,8 +131,10 @@ def test_cli_end_to_end_writes_json_plot_and_table(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     json_path, png_path = tmp_path / "out" / "replay.json", tmp_path / "out" / "replay.png"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = cli.main(["replay", str(table_path), "--cost-weights", "0,0.05,1",
-                     "--json", str(json_path), "--plot", str(png_path), "--seed", "1"])
+                     "--json", str(json_path), "--plot", str(png_path), "--seed", "1",
+                     "--tracking-uri", uri])
     assert code == 0
     out = json.loads(json_path.read_text())
     assert_schema(out, n_weights=3)
@@ -147,6 +149,15 @@ def test_cli_end_to_end_writes_json_plot_and_table(
     best_bandit = max(p["quality"] for p in out["frontier"])
     assert best_bandit > out["baselines"]["random"]["frontier"][0]["quality"] + 0.3
     assert out["aiq"] > out["baselines"]["random"]["aiq"]
+    # ... and the run is in MLflow with its headline numbers.
+    assert "logged to MLflow as run" in captured.out
+    import mlflow  # noqa: PLC0415
+
+    runs = mlflow.MlflowClient(tracking_uri=uri).search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(tracking_uri=uri).search_experiments()])
+    assert len(runs) == 1
+    assert runs[0].data.metrics["aiq"] == pytest.approx(out["aiq"])
+    assert runs[0].data.tags["routebandit.kind"] == "replay"
 
 
 def test_replay_command_is_registered() -> None:
@@ -157,7 +168,7 @@ def test_cli_reports_a_bad_table(tmp_path: Path, only_replay_command: None,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("id,task,prompt\np1,t,hi\n")
-    assert cli.main(["replay", str(bad), "--quiet"]) == 2
+    assert cli.main(["replay", str(bad), "--quiet", "--no-mlflow"]) == 2
     assert "no model columns" in capsys.readouterr().err
 
 
@@ -289,7 +300,8 @@ def test_routerbench_subset_limited_replay(
     json_path = tmp_path / "rb.json"
     start = time.perf_counter()
     code = cli.main(["replay", str(path), "--limit", "600", "--cost-weights",
-                     "0,0.002,0.02,0.2,1", "--json", str(json_path), "--quiet"])
+                     "0,0.002,0.02,0.2,1", "--json", str(json_path), "--quiet",
+                     "--no-mlflow"])
     assert code == 0
     assert time.perf_counter() - start < 60
     out = json.loads(json_path.read_text())
