@@ -14,8 +14,12 @@ from bandit.errors import (
     RouteBanditError,
 )
 from bandit.estimates import Estimates
+from bandit.exploration import epsilon_greedy, greedy, softmax, squarecb
 from bandit.features import FEATURE_VERSION, Context, Request, featurize, parse_request
+from bandit.ope import Estimate, doubly_robust, ips, snips
+from bandit.outcomes import OutcomeTable, OutcomeTableError, load_outcomes
 from bandit.policy import EXPLORATIONS, Policy, PolicyConfig
+from bandit.replay import ReplayConfig, ReplayResult, replay
 from bandit.reward import RewardWeights, penalty, reward
 
 __all__ = [
@@ -25,21 +29,35 @@ __all__ = [
     "Context",
     "Decision",
     "EXPLORATIONS",
+    "Estimate",
     "Estimates",
     "FEATURE_VERSION",
     "ModelSpec",
     "NoEligibleModelError",
+    "OutcomeTable",
+    "OutcomeTableError",
     "Policy",
     "PolicyConfig",
     "PolicyError",
+    "ReplayConfig",
+    "ReplayResult",
     "Request",
     "RequestError",
     "RewardWeights",
     "RouteBanditError",
+    "doubly_robust",
     "eligible_models",
+    "epsilon_greedy",
     "example_catalog_path",
     "featurize",
+    "greedy",
+    "ips",
+    "load_outcomes",
     "parse_request",
     "penalty",
+    "replay",
     "reward",
+    "snips",
+    "softmax",
+    "squarecb",
 ]

@@ -47,6 +47,7 @@ from bandit.vwformat import action_features, labelled, shared_line
 
 EXPLORATIONS = ("squarecb", "epsilon", "softmax")
 _MAGIC = b"RBPOLICY1\n"
+_RETIRED_CONFIG_FIELDS = frozenset({"bag_size", "cover_size", "mellowness", "normalized"})
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ class PolicyConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> PolicyConfig:
         known = {f for f in cls.__dataclass_fields__}
+        # Fields of earlier releases that no longer mean anything (VW-side exploration
+        # variants) are dropped so that older saved configurations still load.
+        raw = {k: v for k, v in raw.items() if k not in _RETIRED_CONFIG_FIELDS}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise PolicyError(f"policy config: unknown field {unknown[0]!r}")

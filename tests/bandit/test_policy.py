@@ -185,3 +185,11 @@ def test_policy_beats_random_and_approaches_the_oracle(exploration: str) -> None
     oracle = 0.9
     assert learned > uniform + 0.2
     assert learned > 0.9 * oracle
+
+
+def test_config_round_trips_and_drops_retired_fields() -> None:
+    config = PolicyConfig(exploration="softmax", softmax_lambda=3.0, interactions=("ta",))
+    assert PolicyConfig.from_dict(config.to_dict()) == config
+    assert PolicyConfig.from_dict({"bag_size": 5, "epsilon": 0.2}).epsilon == 0.2
+    with pytest.raises(PolicyError, match="unknown field 'colour'"):
+        PolicyConfig.from_dict({"colour": "red"})
