@@ -20,7 +20,7 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -54,6 +54,7 @@ _MATH_WORDS = frozenset(
 _TAG_RE = re.compile(r"</?[a-zA-Z]")
 _MARKDOWN = ("\n# ", "\n## ", "\n### ", "\n- ", "\n* ", "|---", "| ---", "\n1. ")
 _DIGIT_RE = re.compile(r"\d")
+_TAG_UNSAFE_RE = re.compile(r"[^\w.-]")
 _ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
 SCAN_CHARS = 4000
 _QUESTION_START = frozenset(
@@ -68,10 +69,6 @@ _STOPWORDS = {
     "pt": frozenset("o os de que e do da em um uma não".split()),
     "it": frozenset("il di che e la per non sono gli una".split()),
 }
-_STOPWORD_LANGS: dict[str, tuple[str, ...]] = {}
-for _lang, _stops in _STOPWORDS.items():
-    for _w in _stops:
-        _STOPWORD_LANGS[_w] = (*_STOPWORD_LANGS.get(_w, ()), _lang)
 _SCRIPTS = (
     ("latin", 0x0000, 0x024F),
     ("greek", 0x0370, 0x03FF),
@@ -328,12 +325,12 @@ def _is_code(scan: str) -> bool:
 
 
 def _language(words: Sequence[str]) -> str:
-    hits: dict[str, int] = {}
-    for w in words[:200]:
-        for lang in _STOPWORD_LANGS.get(w, ()):
-            hits[lang] = hits.get(lang, 0) + 1
-    best = max(hits, key=lambda k: (hits[k], k), default="unknown")
-    return best if hits.get(best, 0) > 1 else "unknown"
+    # Distinct stopwords of each language among the first 200 words: a hint, not a
+    # classifier, and set intersections keep it to a few microseconds.
+    present = set(words[:200])
+    hits = {lang: len(stops & present) for lang, stops in _STOPWORDS.items()}
+    best = max(hits, key=lambda k: (hits[k], k))
+    return best if hits[best] > 1 else "unknown"
 
 
 @functools.lru_cache(maxsize=1)
@@ -349,17 +346,19 @@ _BUCKET_CACHE_MAX = 1 << 17
 
 def _buckets(tokens: Sequence[str]) -> list[int]:
     # A plain dict is the fastest memo here (vocabularies repeat across prompts); it is
-    # cleared when full rather than evicting, which keeps the lookup a single get().
+    # cleared when full rather than evicting, which keeps the lookup a C-level get().
     cache = _BUCKET_CACHE
-    out = []
-    for t in tokens:
-        b = cache.get(t, -1)
-        if b < 0:
-            if len(cache) >= _BUCKET_CACHE_MAX:
-                cache.clear()
-            b = cache[t] = zlib.crc32(t.encode("utf-8", "surrogatepass")) & (_SKETCH_BUCKETS - 1)
-        out.append(b)
-    return out
+    out: list[int | None] = list(map(cache.get, tokens))
+    if None not in out:
+        return cast("list[int]", out)
+    if len(cache) + len(tokens) > _BUCKET_CACHE_MAX:
+        cache.clear()
+    for i, (t, b) in enumerate(zip(tokens, out, strict=True)):
+        if b is None:
+            out[i] = cache[t] = zlib.crc32(t.encode("utf-8", "surrogatepass")) & (
+                _SKETCH_BUCKETS - 1
+            )
+    return cast("list[int]", out)
 
 
 def sketch(tokens: Sequence[str]) -> tuple[float, ...]:
@@ -378,18 +377,18 @@ def sketch(tokens: Sequence[str]) -> tuple[float, ...]:
     norm = float(np.linalg.norm(vec))
     if norm == 0.0:
         return (0.0,) * SKETCH_DIM
-    return tuple(round(x, 5) for x in (vec / norm).tolist())
+    return tuple(np.round(vec / norm, 5).tolist())
 
 
 def _tag(value: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in value)[:MAX_TAG_LEN]
+    return _TAG_UNSAFE_RE.sub("_", value[: MAX_TAG_LEN * 2])[:MAX_TAG_LEN]
 
 
 def featurize(request: Request) -> Context:
     """Compute the :class:`Context` of a request (pure, local, never raises on text)."""
     last = request.last_user
     words = _words(last, MAX_WORDS)
-    bigrams = [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
+    bigrams = list(map("_".join, zip(words, words[1:], strict=False)))
     paragraphs = [p for p in re.split(r"\n\s*\n", last.strip()) if p.strip()]
     question = paragraphs[-1] if paragraphs else ""
     q_words = _words(question, MAX_QUESTION_WORDS)
