@@ -53,6 +53,7 @@ from feedback.records import (
 )
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_MIGRATION_LOCK = 0x726F757465  # "route": the advisory lock serialising migrations
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -131,6 +132,9 @@ class Store:
         cfg = self._alembic()
         try:
             with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Processes starting together migrate one at a time (held to commit).
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
         except SQLAlchemyError as exc:
@@ -421,11 +425,13 @@ class Store:
             return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
     # -- learning bookkeeping ----------------------------------------------------------
-    def unlearned(self, *, include_forced: bool = True) -> Iterator[LearnItem]:
-        """Feedback no checkpoint has learned yet, in feedback order."""
+    def unlearned(self, *, include_forced: bool = True,
+                  after_seq: int | None = None) -> Iterator[LearnItem]:
+        """Feedback no checkpoint has learned yet, in feedback order (``seq > after_seq``)."""
         stmt = (
             select(
-                FeedbackRow.seq, FeedbackRow.reward, DecisionRow.payload, DecisionRow.kind,
+                FeedbackRow.seq, FeedbackRow.reward, FeedbackRow.score, DecisionRow.payload,
+                DecisionRow.kind,
                 func.coalesce(FeedbackRow.input_tokens, OutcomeRow.input_tokens).label("it"),
                 func.coalesce(FeedbackRow.output_tokens, OutcomeRow.output_tokens).label("ot"),
                 func.coalesce(FeedbackRow.cost_usd, OutcomeRow.cost_usd).label("cost"),
@@ -437,12 +443,15 @@ class Store:
             .where(LearnLogRow.feedback_seq.is_(None))
             .order_by(FeedbackRow.seq)
         )
+        if after_seq is not None:
+            stmt = stmt.where(FeedbackRow.seq > after_seq)
         with self._conn() as conn:
             for row in conn.execution_options(yield_per=500).execute(stmt):
                 yield LearnItem(
                     seq=row.seq, decision=Decision.from_dict(row.payload), reward=row.reward,
-                    outcome={"input_tokens": row.it, "output_tokens": row.ot,
-                             "cost_usd": row.cost, "latency_ms": row.lat},
+                    outcome={"quality": row.score, "input_tokens": row.it,
+                             "output_tokens": row.ot, "cost_usd": row.cost,
+                             "latency_ms": row.lat},
                     kind=row.kind,
                 )
 

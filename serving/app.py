@@ -21,10 +21,10 @@ from fastapi.routing import APIRoute
 from bandit.catalog import Catalog, example_catalog_path
 from bandit.errors import CatalogError, PolicyError
 from bandit.policy import Policy, PolicyConfig
-from feedback.learner import Learner
 from feedback.store import Store
 from serving import errors
 from serving.auth import KeyRing
+from serving.cluster import ClusterSettings, make_learner, start_cluster
 from serving.limits import BodyLimit
 from serving.metrics import Metrics
 from serving.routes import decisions, feedback, health, models, policy, route
@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pre = await asyncio.to_thread(preflight, settings)
+        cluster = ClusterSettings()
         if pre.dev_mode:
             log.warning(
                 "DEVELOPMENT MODE: no API keys exist, every request acts as an admin of "
@@ -111,12 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
             catalog=pre.catalog,
             profiles={n: w.reward_weights() for n, w in settings.profiles.items()},
             default_profile=settings.default_profile,
-            learner=Learner(
-                pre.store,
-                checkpoint_every=settings.checkpoint_every,
-                checkpoint_interval_s=settings.checkpoint_interval_s,
-                learn_forced=settings.learn_forced,
-            ),
+            learner=make_learner(settings, pre.store, cluster),
             metrics=Metrics(),
             store_prompts=settings.store_prompts,
             max_prompt_chars=settings.max_prompt_chars,
@@ -129,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             stack.callback(pre.store.close)
             await service.start(lambda: _policy_factory(settings, pre.catalog))
+            await start_cluster(app, service, cluster, stack)  # stops after service.stop
             stack.push_async_callback(service.stop)
             await _start_versions(app, settings, service, pre.store, stack)
             log.info("routebandit serving %d models, policy %s (%d learned), database %s",

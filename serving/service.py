@@ -253,6 +253,9 @@ class RouterService:
         self._learn_q: asyncio.Queue[_ToLearn | None] | None = None
         self._learn_task: asyncio.Task[None] | None = None
         self._catalog_lock = asyncio.Lock()
+        # Several processes (serving/cluster.py): a decision another process returned may
+        # not be written yet; feedback waits this long for it before answering 404.
+        self.lookup_grace_s = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, make_policy: Callable[[], Policy]) -> None:
@@ -480,6 +483,10 @@ class RouterService:
                 recent = _Recent.of(pending.decision, pending.tenant, pending.kind)
             else:
                 record = await asyncio.to_thread(self.store.get_decision, decision_id)
+                deadline = time.monotonic() + self.lookup_grace_s
+                while record is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                    record = await asyncio.to_thread(self.store.get_decision, decision_id)
                 if record is not None:
                     recent = _Recent.of(record.decision, record.tenant, record.kind,
                                         record.outcome)

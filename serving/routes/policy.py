@@ -22,6 +22,8 @@ def _state(service: RouterService) -> dict[str, Any]:
         "n_learned": policy.n_learned,
         "learn_backlog": service.learn_backlog,
         "uncheckpointed": service.learner.pending,
+        # "learner" unless several processes share the database and another one learns
+        "role": getattr(service.learner, "role", "learner"),
         "models": list(policy.catalog.names),
         "last_checkpoint": None if cp is None else {
             "id": cp.id, "created_at": cp.created_at.isoformat(), "reason": cp.reason,

@@ -53,13 +53,19 @@ class ServeProcess:
         return self.data_dir / f"serve-{self.port}-{self.starts}.log"
 
     def start(self, timeout: float = 60.0) -> ServeProcess:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> ServeProcess:
+        """Start the process without waiting for it to be ready."""
         self.starts += 1
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         cmd = [sys.executable, "-m", "serving.cli", "serve", "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--log-level", "warning", *self.args]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
-        self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
