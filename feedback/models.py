@@ -169,3 +169,13 @@ class CatalogChangeRow(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # None: removed
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RateCounterRow(Base):
+    """Fixed-window rate-limit counters (``serving/ratelimit.py``, PostgreSQL backend)."""
+
+    __tablename__ = "rate_counters"
+
+    bucket: Mapped[str] = mapped_column(String(160), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)

@@ -73,8 +73,10 @@ def _json_dumps(value: Any) -> str:
 
 def _make_engine(url: str) -> Engine:
     # orjson: decision payloads are the bulk of what the service writes.
+    # hide_parameters: driver errors (which reach the logs) never carry the values, e.g.
+    # prompt text or key hashes.
     json_args: dict[str, Any] = {"json_serializer": _json_dumps,
-                                 "json_deserializer": orjson.loads}
+                                 "json_deserializer": orjson.loads, "hide_parameters": True}
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         memory = u.database in (None, "", ":memory:")

@@ -24,9 +24,11 @@ from bandit.policy import Policy, PolicyConfig
 from feedback.store import Store
 from serving import errors
 from serving.auth import KeyRing
+from serving.budget import start_budgets
 from serving.cluster import ClusterSettings, make_learner, start_cluster
 from serving.limits import BodyLimit
 from serving.metrics import Metrics
+from serving.ratelimit import LimitSettings, RateLimit, counters_for
 from serving.routes import decisions, feedback, health, models, policy, route
 from serving.service import RouterService
 from serving.settings import Settings, SettingsError
@@ -127,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
             await service.start(lambda: _policy_factory(settings, pre.catalog))
             await start_cluster(app, service, cluster, stack)  # stops after service.stop
             stack.push_async_callback(service.stop)
+            await start_budgets(service, pre.store, stack)
             await _start_versions(app, settings, service, pre.store, stack)
             log.info("routebandit serving %d models, policy %s (%d learned), database %s",
                      len(service.catalog), service.policy.version, service.policy.n_learned,
@@ -142,6 +145,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    limits = LimitSettings()
+    if limits.enabled:  # counters in Redis, the shared PostgreSQL or memory (docs/deploy.md)
+        app.add_middleware(RateLimit, settings=limits,
+                           counters=lambda: counters_for(limits, app.state.service.store))
     for module in (route, feedback, decisions, models, policy, health):
         for r in module.router.routes:  # a route's one-line docstring is its summary
             if isinstance(r, APIRoute) and r.summary is None and r.description:

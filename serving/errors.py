@@ -40,6 +40,14 @@ class ForbiddenError(RouteBanditError):
     """The key is valid but may not do this (403: admin operations)."""
 
 
+class BudgetExceededError(RouteBanditError):
+    """The tenant has spent its budget for the period (402, with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotFoundError(RouteBanditError, LookupError):
     """Nothing of that name (404); the message starts with the field."""
 
@@ -73,6 +81,9 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any]]:
         status, kind, field = 401, "unauthorized", None
     elif isinstance(exc, ForbiddenError):
         status, kind, field = 403, "forbidden", None
+    elif isinstance(exc, BudgetExceededError):
+        status, kind, field = 402, "budget_exceeded", None
+        extra = {"retry_after": exc.retry_after}
     elif isinstance(exc, StoreError):
         status, kind, field, message = 503, "unavailable", None, "the database is unavailable"
     elif isinstance(exc, PolicyError):
@@ -140,6 +151,8 @@ def install(app: FastAPI) -> None:
         elif status >= 500:
             log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, BudgetExceededError):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(body, status_code=status, headers=headers)
 
     for cls in (RouteBanditError, RequestValidationError, StarletteHTTPException, Exception):

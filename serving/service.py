@@ -256,6 +256,8 @@ class RouterService:
         # Several processes (serving/cluster.py): a decision another process returned may
         # not be written yet; feedback waits this long for it before answering 404.
         self.lookup_grace_s = 0.0
+        # Spend budgets per tenant (serving/budget.py): shift to cheaper models, then refuse.
+        self.budgets: Any = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, make_policy: Callable[[], Policy]) -> None:
@@ -346,6 +348,8 @@ class RouterService:
                 f"limit of {self.max_prompt_chars}"
             )
         weights = self.weights_for(request.profile, request.weights)
+        if self.budgets is not None:
+            weights = self.budgets.apply(tenant, weights)
         context = featurize(req)
         policy = self.policy
         user_key = request.user_key or _meta(request.metadata, "user_key", "user")

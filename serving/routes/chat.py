@@ -52,7 +52,8 @@ router = APIRouter(tags=["openai"], lifespan=lifespan)
 # routebandit's error kinds (serving.errors) in OpenAI's vocabulary
 _OPENAI_TYPES = {401: "invalid_request_error", 403: "invalid_request_error",
                  404: "invalid_request_error", 409: "invalid_request_error",
-                 413: "invalid_request_error", 422: "invalid_request_error"}
+                 413: "invalid_request_error", 422: "invalid_request_error",
+                 402: "insufficient_quota"}
 
 
 def openai_error(status_code: int, message: str, *, type: str = "invalid_request_error",
@@ -69,8 +70,10 @@ def _service_error(exc: Exception) -> JSONResponse:
     status, body = error_response(exc)
     err = body["error"]
     code = {401: "invalid_api_key"}.get(status, err.get("type"))
+    retry = err.get("retry_after")
     return openai_error(status, err["message"], code=code, param=err.get("field"),
-                        type=_OPENAI_TYPES.get(status, "server_error"))
+                        type=_OPENAI_TYPES.get(status, "server_error"),
+                        headers=None if retry is None else {"Retry-After": str(retry)})
 
 
 async def _principal(request: Request) -> None:
