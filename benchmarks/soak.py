@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import statistics
 import subprocess
@@ -69,9 +70,14 @@ class Soak:
         self.error_samples: list[str] = []
         self.started = 0.0
 
+    def minute(self) -> int:
+        # The last requests of the run may start a hair past its last full minute.
+        last = max(0, math.ceil(self.duration / 60) - 1)
+        return min(int((time.monotonic() - self.started) // 60), last)
+
     async def one(self, client: httpx.AsyncClient, kind: str) -> None:
         t = time.perf_counter()
-        minute = int((time.monotonic() - self.started) // 60)
+        minute = self.minute()
         try:
             if kind == "route":
                 r = await client.post("/v1/route", json={
@@ -125,7 +131,7 @@ class Soak:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 i += 1
-                minute = int((time.monotonic() - self.started) // 60)
+                minute = self.minute()
                 if minute != last_minute:
                     on_minute(last_minute)
                     last_minute = minute
@@ -182,7 +188,7 @@ def main() -> int:
         errors = sum(soak.errors.values())
         rss = [r["rss_mb"] for r in rows]
         growth = rss[-1] - rss[0] if len(rss) > 1 else 0.0
-        p99s = [r["route_p99_ms"] for r in rows]
+        p99s = [r["route_p99_ms"] for r in rows if not math.isnan(r["route_p99_ms"])]
         summary = {
             "duration_s": args.duration, "rate": args.rate, "errors": errors,
             "rss_start_mb": round(rss0, 1), "rss_after_first_minute_mb": rss[0],

@@ -183,12 +183,13 @@ class ClusterLearner(Learner):
         self.served_checkpoint = cp.id
         return cp
 
-    def swap(self, policy: Policy) -> Checkpoint:
+    def swap(self, policy: Policy) -> Checkpoint | None:  # type: ignore[override]
+        """Serve ``policy``; the learner also publishes it (a follower only serves it)."""
         with self._lock:
             same = policy is self._policy
             self._policy = policy
         if same or not self.leader:
-            return self.last_checkpoint or self.checkpoint("swap")
+            return self.last_checkpoint
         return self.checkpoint("swap")
 
     # -- election and following ----------------------------------------------------------
