@@ -68,7 +68,12 @@ class PolicyConfig:
     power_t: float = 0.5
     l2: float = 0.0
     bits: int = 20
-    interactions: tuple[str, ...] = ("ta", "ea", "qa", "sa", "na")
+    # Compact context namespaces only: tags, the dense sketch, the system prompt and the
+    # numeric features, each crossed with the action. Sparse word namespaces (``qa``,
+    # ``ua``) add hundreds of features per prompt whose weights a bandit, seeing one
+    # grade in K, cannot estimate before they drown the signal (docs/policy.md); turn
+    # them on for high-traffic deployments.
+    interactions: tuple[str, ...] = ("ta", "ea", "sa", "na")
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
