@@ -90,7 +90,10 @@ def _make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=8, **json_args)
+    # An unreachable server fails a connection attempt in seconds (a 503), never hangs it.
+    connect = {"connect_timeout": 5} if u.get_backend_name() == "postgresql" else {}
+    return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=8, pool_timeout=10,
+                         connect_args=connect, **json_args)
 
 
 @dataclass

@@ -5,7 +5,6 @@ recovers without a restart."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import threading
@@ -23,7 +22,6 @@ from tests.databases import PG_ENV, database_url
 from tests.fakes.fake_upstream import FakeUpstream
 from tests.fakes.serve_process import KEY_ENV, ServeProcess, write_catalog
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.serving.conftest import running, service_settings
 
 pytestmark = pytest.mark.slow
 
@@ -154,37 +152,58 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, db_url: str,
 
 
 @pytest.mark.postgres
-async def test_database_unreachable_gives_503_then_recovers(tmp_path: Path) -> None:
+def test_database_unreachable_gives_503_then_recovers(tmp_path: Path,
+                                                      upstream: FakeUpstream) -> None:
     if not os.environ.get(PG_ENV):
         pytest.skip(f"needs {PG_ENV}")
     for url in database_url("postgres", tmp_path):
         real = make_url(url)
         with TcpProxy(real.host or "127.0.0.1", real.port or 5432) as proxy:
             via_proxy = real.set(host="127.0.0.1", port=proxy.port)
-            settings = service_settings(
-                tmp_path, via_proxy.render_as_string(hide_password=False))
-            async with running(settings) as api:
-                before = await api.route()
-                proxy.cut()
-                r = await api.client.post("/v1/feedback", json={
-                    "decision_id": before["decision_id"], "score": 0.5})
-                assert r.status_code == 503, r.text
-                assert r.json()["error"]["type"] == "unavailable"
-                assert (await api.client.get("/readyz")).status_code == 503
-                # Routing goes on from memory; its decisions wait in the write buffer.
-                during = await api.route()
-                r = await api.client.get(f"/v1/decisions/{during['decision_id']}")
-                assert r.status_code == 503
-                proxy.restore()
-                deadline = time.monotonic() + 15
-                while (await api.client.get("/readyz")).status_code != 200:
-                    assert time.monotonic() < deadline, "no recovery"
-                    await asyncio.sleep(0.2)
-                for out in (before, during):
-                    r = await api.client.post("/v1/feedback", json={
-                        "decision_id": out["decision_id"], "score": 0.5})
-                    assert r.status_code == 200, r.text
-                audit = await api.client.get(f"/v1/decisions/{during['decision_id']}")
-                assert audit.status_code == 200 and audit.json()["feedback"]["score"] == 0.5
-                await api.service.stop()
-                assert api.service.policy.n_learned == 2
+            catalog = write_catalog(tmp_path / "catalog.yaml", upstream.base_url)
+            server = ServeProcess(
+                tmp_path, env={KEY_ENV: "sk-fake", "ROUTEBANDIT_POLICY_VERSIONS": "false"},
+                args=("--catalog", str(catalog), "--database-url",
+                      via_proxy.render_as_string(hide_password=False))).start()
+            try:
+                _outage(server, proxy)
+            finally:
+                server.kill()
+
+
+def _outage(server: ServeProcess, proxy: TcpProxy) -> None:
+    with httpx.Client(base_url=server.url, timeout=15.0) as http:
+        before = http.post("/v1/route", json={"prompt": "before"}).json()
+        proxy.cut()
+        started = time.monotonic()
+        r = http.post("/v1/feedback", json={"decision_id": before["decision_id"],
+                                            "score": 0.5})
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == {"type": "unavailable", "field": None,
+                                     "message": "the database is unavailable"}
+        assert time.monotonic() - started < 5, "a clean 503, not a hang"
+        assert http.get("/readyz").status_code == 503
+        # Routing goes on from memory; its decisions wait in the write buffer.
+        during = http.post("/v1/route", json={"prompt": "during"})
+        assert during.status_code == 200, during.text
+        did = during.json()["decision_id"]
+        assert http.get(f"/v1/decisions/{did}").status_code == 503
+        chat = http.post("/v1/chat/completions", json={
+            "model": "auto", "messages": [{"role": "user", "content": "during"}]})
+        # The gateway answers too (its decision is buffered; the call's outcome, recorded
+        # after the response, is lost while the database is down).
+        assert chat.status_code == 200, chat.text
+        proxy.restore()  # no restart from here on
+        deadline = time.monotonic() + 15
+        while http.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "no recovery"
+            time.sleep(0.2)
+        for decision_id in (before["decision_id"], did):
+            r = http.post("/v1/feedback", json={"decision_id": decision_id, "score": 0.5})
+            assert r.status_code == 200, r.text
+        audit = http.get(f"/v1/decisions/{did}")
+        assert audit.status_code == 200 and audit.json()["feedback"]["score"] == 0.5
+        deadline = time.monotonic() + 10
+        while http.get("/v1/policy").json()["n_learned"] != 2:
+            assert time.monotonic() < deadline, "feedback after the outage not learned"
+            time.sleep(0.1)
