@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exploration", choices=EXPLORATIONS,
                         default=PolicyConfig().exploration,
                         help="the policy's exploration (default: %(default)s)")
+    parser.add_argument("--interactions", default=",".join(PolicyConfig().interactions),
+                        help="namespaces crossed with the model (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--plot", type=Path, default=None, help="write the PNG here")
     args = parser.parse_args(argv)
@@ -87,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for seed in seeds:
         config = ReplayConfig(seed=seed, passes=args.passes, cost_weights=DEFAULT_COST_WEIGHTS,
-                              policy=PolicyConfig(exploration=args.exploration))
+                              policy=PolicyConfig(
+                                  exploration=args.exploration,
+                                  interactions=tuple(args.interactions.split(","))))
         with tqdm(total=work_units(table, config), file=sys.stderr, unit="step",
                   desc=f"replay seed {seed}") as bar:
             results.append(replay(table, config, progress=bar.update))

@@ -46,7 +46,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bandit.errors import RequestError
+from bandit.errors import RequestError, RouteBanditError
 from bandit.outcomes import load_outcomes
 from bandit.policy import EXPLORATIONS, PolicyConfig
 from bandit.replay import (
@@ -82,6 +82,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _interactions(text: str) -> tuple[str, ...]:
+    pairs = tuple(p.strip() for p in text.split(",") if p.strip())
+    try:
+        PolicyConfig(interactions=pairs)
+    except RouteBanditError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return pairs
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "replay",
@@ -108,6 +117,10 @@ def register(subparsers: Any) -> None:
                         + ",".join(f"{w:g}" for w in DEFAULT_COST_WEIGHTS) + ")")
     p.add_argument("--exploration", choices=EXPLORATIONS, default=PolicyConfig().exploration,
                    help="the policy's exploration algorithm (default: %(default)s)")
+    p.add_argument("--interactions", type=_interactions, default=PolicyConfig().interactions,
+                   metavar="PAIRS",
+                   help="context namespaces crossed with the model, comma-separated (default: "
+                        f"{','.join(PolicyConfig().interactions)}; see docs/policy.md)")
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="use a seeded random sample of N prompts (both splits kept in "
                         "proportion) for a quick run")
@@ -137,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         passes=args.passes,
         cost_weights=tuple(args.cost_weights),
-        policy=PolicyConfig(exploration=args.exploration),
+        policy=PolicyConfig(exploration=args.exploration, interactions=args.interactions),
         task_tag=args.task_tag,
     )
     with tqdm(total=work_units(table, config), file=sys.stderr, unit="step",
