@@ -168,10 +168,12 @@ async def _start_versions(app: FastAPI, settings: Settings, service: RouterServi
     from serving.versioning import VersionManager
 
     uri = resolve_tracking_uri(settings.tracking_uri, data_dir=settings.resolved_data_dir)
+    cluster = getattr(app.state, "cluster", None)
     manager = VersionManager(
         service, Tracker(uri), store=store, poll_interval_s=settings.versions_poll_s,
         snapshot_every=settings.snapshot_every, snapshot_interval_s=settings.snapshot_interval_s,
         split=Split(settings.split_mode, settings.split_percent),
+        may_snapshot=(lambda: True) if cluster is None else (lambda: cluster.learner.leader),
     )
     await manager.start()
     stack.push_async_callback(manager.stop)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -65,8 +65,12 @@ class VersionManager:
         snapshot_interval_s: float = 900.0,
         snapshot_window: int = 5000,
         split: Split | None = None,
+        may_snapshot: Callable[[], bool] = lambda: True,
     ) -> None:
         self.service = service
+        # In a cluster only the elected learner snapshots: the followers serve its
+        # checkpoints, and a snapshot from each would log the same policy N times.
+        self.may_snapshot = may_snapshot
         self.tracker = tracker
         self.store = store
         self.poll_interval_s = poll_interval_s
@@ -110,8 +114,8 @@ class VersionManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if not self.tracker.exists():  # a shutdown alone does not create a store
-            return
+        if not self.tracker.exists() or not self.may_snapshot():
+            return  # a shutdown alone creates no store; a follower never snapshots
         try:
             await asyncio.to_thread(self.snapshots.snapshot, self.service.policy,
                                     reason="shutdown")
@@ -139,6 +143,8 @@ class VersionManager:
             log.warning("policy versions: %s (retrying in %.0f s)", exc, self.poll_interval_s)
 
     async def _maybe_snapshot(self) -> None:
+        if not self.may_snapshot():
+            return
         version = await asyncio.to_thread(self.snapshots.maybe, self.service.policy)
         if version is not None:
             self._since = datetime.now(timezone.utc)

@@ -104,6 +104,24 @@ async def test_snapshots_on_schedule_and_shutdown(service: RouterService, tracke
     assert all(v.kind == "snapshot" and v.parent == policy.version for v in new)
 
 
+async def test_a_cluster_follower_never_snapshots(service: RouterService, tracker) -> None:
+    before = {v.version for v in tracker.list_versions()}
+    leader = False
+    manager = VersionManager(service, tracker, store=service.store, poll_interval_s=3600,
+                             snapshot_every=5, may_snapshot=lambda: leader)
+    await manager.start()
+    relearn(service.policy, synthetic.traffic(6, seed=11))
+    await manager.poll_once()
+    await manager.stop()
+    assert {v.version for v in tracker.list_versions()} == before
+    leader = True  # the same manager, once elected, snapshots as scheduled
+    await manager.start()
+    relearn(service.policy, synthetic.traffic(6, seed=12))
+    await manager.poll_once()
+    await manager.stop()
+    assert len({v.version for v in tracker.list_versions()} - before) >= 1
+
+
 async def test_without_a_store_the_service_keeps_serving_and_creates_none(
     service: RouterService, tmp_path: Path
 ) -> None:
