@@ -53,7 +53,7 @@ _MATH_WORDS = frozenset(
 )
 _TAG_RE = re.compile(r"</?[a-zA-Z]")
 _MARKDOWN = ("\n# ", "\n## ", "\n### ", "\n- ", "\n* ", "|---", "| ---", "\n1. ")
-_DIGIT_RE = re.compile(r"\d")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
 _TAG_UNSAFE_RE = re.compile(r"[^\w.-]")
 _ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
 SCAN_CHARS = 4000
@@ -412,7 +412,8 @@ def featurize(request: Request) -> Context:
         "math": 1.0 if _is_math(scan, word_set) else 0.0,
         "markup": 1.0 if _is_markup(scan) else 0.0,
         "question": 1.0 if stripped.endswith("?") or first_word in _QUESTION_START else 0.0,
-        "digits": len(_DIGIT_RE.findall(scan)) / max(1, len(scan)),
+        # str.translate deleting the digits runs in C; counting them is then a subtraction.
+        "digits": (len(scan) - len(scan.translate(_NO_DIGITS))) / max(1, len(scan)),
         "has_system": 1.0 if request.system else 0.0,
         "tools": 1.0 if request.needs_tools else 0.0,
         "vision": 1.0 if request.needs_vision else 0.0,
