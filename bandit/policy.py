@@ -139,6 +139,16 @@ class PolicyConfig:
         return cls(**values)
 
 
+def _combine(quality: list[float], actions: tuple[Action, ...],
+             weights: RewardWeights) -> list[float]:
+    """Expected reward per action: weighted predicted quality minus the known penalty."""
+    return [
+        weights.quality * q - penalty(weights, cost_usd=a.expected_cost_usd,
+                                      latency_ms=a.expected_latency_ms)
+        for q, a in zip(quality, actions, strict=True)
+    ]
+
+
 @dataclass
 class _State:
     n_learned: int = 0
@@ -296,13 +306,8 @@ class Policy:
         weights: RewardWeights | None = None,
     ) -> list[float]:
         """Expected reward of each action: ``w_q * predicted quality - known penalty``."""
-        w = weights or self.weights
-        quality = self.predict_quality(context, actions)
-        return [
-            w.quality * q - penalty(w, cost_usd=a.expected_cost_usd,
-                                    latency_ms=a.expected_latency_ms)
-            for q, a in zip(quality, actions, strict=True)
-        ]
+        return _combine(self.predict_quality(context, actions), actions,
+                        weights or self.weights)
 
     def scores(
         self,
@@ -334,11 +339,7 @@ class Policy:
         with self._lock:
             actions = self.actions_for(context, allow=allow)
             quality = self.predict_quality(context, actions)
-            combined = [
-                w.quality * q - penalty(w, cost_usd=a.expected_cost_usd,
-                                        latency_ms=a.expected_latency_ms)
-                for q, a in zip(quality, actions, strict=True)
-            ]
+            combined = _combine(quality, actions, w)
             if explore:
                 probs = self.config.explore(combined, n_learned=self._state.n_learned)
                 u = self._rng.random()
