@@ -40,19 +40,31 @@ _SKETCH_BUCKETS = 1 << 15
 _SKETCH_SEED = 20261128
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+# On ASCII text ``\w`` is ``[0-9A-Za-z_]``: one str.translate that lowers letters and
+# blanks everything else, then str.split, yields exactly the regex's words, five times
+# faster (both run in C, but the regex pays per character).
+_ASCII_WORDS = str.maketrans(
+    {c: c.lower() if c.isalnum() or c == "_" else " " for c in map(chr, range(128))}
+)
+_PARAGRAPH_RE = re.compile(r"\n\s*\n")
 # Markers are cheap substring checks, word-set lookups and anchored patterns that start
 # with a literal, run on at most SCAN_CHARS characters: featurization must stay in the
 # tens of microseconds on any input.
-_CODE_LINE_RE = re.compile(
-    r"^[ \t]*(?:def|class|import|from|function|const|let|var|public|#include|fn|func)\b",
-    re.MULTILINE,
-)
+_CODE_KEYWORDS = r"[ \t]*(?:def|class|import|from|function|const|let|var|public|#include|fn|func)\b"
+# A line that starts with a keyword: at the very start (match) or after a newline. The
+# literal "\n" lets the regex engine skip to newlines instead of trying every position,
+# as a MULTILINE "^" makes it do.
+_CODE_FIRST_LINE_RE = re.compile(_CODE_KEYWORDS)
+_CODE_LINE_RE = re.compile("\n" + _CODE_KEYWORDS)
 _LATEX_MATH = ("\\frac", "\\sum", "\\int", "\\sqrt", "\\cdot")
 _MATH_WORDS = frozenset(
     "solve equation integral derivative probability theorem prove lemma matrix".split()
 )
 _TAG_RE = re.compile(r"</?[a-zA-Z]")
-_MARKDOWN = ("\n# ", "\n## ", "\n### ", "\n- ", "\n* ", "|---", "| ---", "\n1. ")
+# Each marker with a rarer character it contains: a one-character "in" is a memchr, far
+# cheaper than searching for the marker, and when the character is absent so is the marker.
+_MARKDOWN = (("#", "\n# "), ("#", "\n## "), ("#", "\n### "), ("-", "\n- "), ("*", "\n* "),
+             ("|", "|---"), ("|", "| ---"), ("1", "\n1. "))
 _NO_DIGITS = str.maketrans("", "", "0123456789")
 _TAG_UNSAFE_RE = re.compile(r"[^\w.-]")
 _ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
@@ -266,8 +278,14 @@ def estimate_tokens(text: str) -> int:
     return math.ceil((len(text) - non_ascii) / 4 + non_ascii)
 
 
+def _all_words(text: str) -> list[str]:
+    if text.isascii():
+        return text.translate(_ASCII_WORDS).split()
+    return cast("list[str]", _WORD_RE.findall(text.lower()))
+
+
 def _words(text: str, cap: int) -> list[str]:
-    words = _WORD_RE.findall(text.lower())
+    words = _all_words(text)
     if len(words) > cap:
         half = cap // 2
         words = words[:half] + words[-(cap - half) :]
@@ -293,7 +311,7 @@ def _script(text: str) -> str:
 
 
 def _is_math(scan: str, word_set: frozenset[str]) -> bool:
-    if _MATH_WORDS & word_set or any(m in scan for m in _LATEX_MATH):
+    if _MATH_WORDS & word_set or ("\\" in scan and any(m in scan for m in _LATEX_MATH)):
         return True
     # An operator between digits ("3 + 4", "x^2=9"): found with str.find, which is
     # far faster than a regex that has to try every position.
@@ -312,22 +330,28 @@ def _is_math(scan: str, word_set: frozenset[str]) -> bool:
 
 
 def _is_markup(scan: str) -> bool:
-    if scan.startswith(("#", "- ", "* ")) or any(m in scan for m in _MARKDOWN):
+    if scan.startswith(("#", "- ", "* ")) or any(
+        m in scan for probe, m in _MARKDOWN if probe in scan
+    ):
         return True
     return "<" in scan and _TAG_RE.search(scan) is not None
 
 
 def _is_code(scan: str) -> bool:
-    if "```" in scan:
+    if "`" in scan and "```" in scan:
         return True
     symbols = scan.count("{") + scan.count("}") + scan.count(";")
-    return symbols >= 3 or _CODE_LINE_RE.search(scan) is not None
+    return (
+        symbols >= 3
+        or _CODE_FIRST_LINE_RE.match(scan) is not None
+        or _CODE_LINE_RE.search(scan) is not None
+    )
 
 
-def _language(words: Sequence[str]) -> str:
+def _language(words: Sequence[str], word_set: frozenset[str]) -> str:
     # Distinct stopwords of each language among the first 200 words: a hint, not a
     # classifier, and set intersections keep it to a few microseconds.
-    present = set(words[:200])
+    present = word_set if len(words) <= 200 else frozenset(words[:200])
     hits = {lang: len(stops & present) for lang, stops in _STOPWORDS.items()}
     best = max(hits, key=lambda k: (hits[k], k))
     return best if hits[best] > 1 else "unknown"
@@ -389,7 +413,7 @@ def featurize(request: Request) -> Context:
     last = request.last_user
     words = _words(last, MAX_WORDS)
     bigrams = list(map("_".join, zip(words, words[1:], strict=False)))
-    paragraphs = [p for p in re.split(r"\n\s*\n", last.strip()) if p.strip()]
+    paragraphs = [p for p in _PARAGRAPH_RE.split(last.strip()) if p.strip()]
     question = paragraphs[-1] if paragraphs else ""
     q_words = _words(question, MAX_QUESTION_WORDS)
     s_words = _words(request.system, MAX_SYSTEM_WORDS)
@@ -422,10 +446,10 @@ def featurize(request: Request) -> Context:
     # Coarse, low-dimensional tags let the policy separate kinds of traffic after a
     # handful of examples: the opening words of the turn and of its last paragraph
     # (templated prompts share them) and bucketed sizes.
-    head_words = _WORD_RE.findall(last[:200].lower())[:HEAD_WORDS]
+    head_words = _all_words(last[:200])[:HEAD_WORDS]
     tags = [
         f"script={_script(last)}",
-        f"lang={_language(words)}",
+        f"lang={_language(words, word_set)}",
         "head=" + _tag("_".join(head_words)),
         "qhead=" + _tag("_".join(q_words[:3])),
         f"len={int(math.log2(1 + len(last)))}",
