@@ -16,17 +16,19 @@ from bandit.features import Context
 
 def ineligibility(spec: ModelSpec, context: Context) -> str | None:
     """Why ``spec`` cannot serve ``context``, or ``None`` when it can."""
-    missing = [
-        cap
-        for cap, needed in (
-            ("vision", context.needs_vision),
-            ("tools", context.needs_tools),
-            ("json", context.needs_json),
-        )
-        if needed and cap not in spec.capabilities
-    ]
-    if missing:
-        return f"lacks capability {', '.join(missing)}"
+    # Checked for every model on every decision, and most requests need no capability.
+    if context.needs_vision or context.needs_tools or context.needs_json:
+        missing = [
+            cap
+            for cap, needed in (
+                ("vision", context.needs_vision),
+                ("tools", context.needs_tools),
+                ("json", context.needs_json),
+            )
+            if needed and cap not in spec.capabilities
+        ]
+        if missing:
+            return f"lacks capability {', '.join(missing)}"
     need = context.input_tokens + (context.max_tokens or 0)
     if need > spec.context_window:
         return (

@@ -112,9 +112,13 @@ class Estimates:
 
     def cost_usd(self, spec: ModelSpec, *, input_tokens: int, max_tokens: int | None) -> float:
         """Expected cost of one call: list prices when known, else observed cost."""
+        # Called for every eligible model on every decision: plain lookups, no throwaway
+        # _Stat objects.
         if spec.input_price > 0 or spec.output_price > 0:
-            out = self.output_tokens.get(spec.name, _Stat()).mean
-            if out is None:
+            stat = self.output_tokens.get(spec.name)
+            if stat is not None and stat.n:
+                out = stat.total / stat.n
+            else:
                 out = min(DEFAULT_OUTPUT_TOKENS, float(max_tokens or DEFAULT_OUTPUT_TOKENS))
             if max_tokens is not None:
                 out = min(out, float(max_tokens))
@@ -125,9 +129,9 @@ class Estimates:
 
     def latency_ms(self, spec: ModelSpec) -> float:
         """Expected latency: the observed mean, else the catalog prior, else the fleet's."""
-        observed = self.latency.get(spec.name, _Stat()).mean
-        if observed is not None:
-            return observed
+        stat = self.latency.get(spec.name)
+        if stat is not None and stat.n:
+            return stat.total / stat.n
         if spec.latency_ms is not None:
             return spec.latency_ms
         seen = [s.mean for s in self.latency.values() if s.mean is not None]

@@ -190,6 +190,9 @@ class Policy:
         self._rng = random.Random(self.seed)
         self._lock = threading.RLock()
         self._action_cache: dict[str, Any] = {}
+        # Action feature text by model name, for the catalog it was built from (catalogs
+        # are immutable, so an identity check tells when to rebuild).
+        self._action_text: tuple[Catalog | None, dict[str, str]] = (None, {})
         # Shared features only matter through their interactions with the action
         # namespace (ADF adds first-order shared features to every action alike), so
         # only the namespaces that are interacted are sent to VW.
@@ -252,14 +255,19 @@ class Policy:
         do not depend on it.
         """
         del weights
-        out = []
-        for spec in eligible_models(self._catalog, context, allow=allow):
-            cost = self._estimates.cost_usd(
-                spec, input_tokens=context.input_tokens, max_tokens=context.max_tokens
-            )
-            out.append(Action(spec.name, action_features(spec), cost,
-                              self._estimates.latency_ms(spec)))
-        return tuple(out)
+        catalog = self._catalog
+        built_for, text = self._action_text
+        if built_for is not catalog:
+            text = {spec.name: action_features(spec) for spec in catalog}
+            self._action_text = (catalog, text)
+        estimates = self._estimates
+        input_tokens, max_tokens = context.input_tokens, context.max_tokens
+        return tuple(
+            Action(spec.name, text[spec.name],
+                   estimates.cost_usd(spec, input_tokens=input_tokens, max_tokens=max_tokens),
+                   estimates.latency_ms(spec))
+            for spec in eligible_models(catalog, context, allow=allow)
+        )
 
     def _examples(self, context: Context, actions: tuple[Action, ...],
                   label: tuple[int, float, float] | None = None) -> list[Any]:
