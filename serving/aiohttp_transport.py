@@ -1,15 +1,18 @@
-"""An httpx transport that sends requests with aiohttp (opt-in: ``transport="aiohttp"``).
+"""aiohttp under the gateway's upstream calls (the default: ``transport="aiohttp"``).
 
-The gateway keeps talking to ``httpx.AsyncClient``; only the bytes go through aiohttp's
-connection pool and parser, which cost a fraction of httpcore's CPU per call. aiohttp's
-errors become httpx's here, so :mod:`serving.upstream` still maps one family of errors.
-aiohttp is imported when this transport is built, never at import time of the package.
+:class:`AiohttpTransport` is an httpx transport, so an ``httpx.AsyncClient`` can sit on
+top of it, and it also sends requests itself (:meth:`AiohttpTransport.send`), which is
+what :class:`serving.upstream.Upstream` uses: httpx's client layer (request and response
+models, cookies, auth and redirect hooks) costs more CPU per call than aiohttp's whole
+request. aiohttp's errors become httpx's here, so :mod:`serving.upstream` still maps one
+family of errors. aiohttp is imported when this transport is used, never at import time.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -18,7 +21,7 @@ import httpx
 _SKIP = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
 
 
-def _error(exc: BaseException, request: httpx.Request) -> httpx.HTTPError:
+def _error(exc: BaseException, request: httpx.Request | None) -> httpx.HTTPError:
     import aiohttp
 
     message = f"{type(exc).__name__}: {exc}"
@@ -34,12 +37,36 @@ def _error(exc: BaseException, request: httpx.Request) -> httpx.HTTPError:
     return httpx.ReadError(message, request=request)
 
 
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, response: Any, request: httpx.Request) -> None:
+def _timeout(timeout: httpx.Timeout | Mapping[str, float | None]) -> Any:
+    import aiohttp
+
+    t = timeout.as_dict() if isinstance(timeout, httpx.Timeout) else timeout
+    connect, pool = t.get("connect"), t.get("pool")
+    # aiohttp's ``connect`` covers waiting for a pool slot and connecting.
+    return aiohttp.ClientTimeout(
+        total=None, connect=None if connect is None or pool is None else connect + pool,
+        sock_connect=connect, sock_read=t.get("read"))
+
+
+class Response:
+    """An aiohttp response as the upstream client reads it (httpx's method names)."""
+
+    def __init__(self, response: Any, request: httpx.Request | None = None) -> None:
         self._response = response
         self._request = request
+        self.status_code: int = response.status
+        self.headers: Mapping[str, str] = response.headers
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def aread(self) -> bytes:
+        import aiohttp
+
+        try:
+            body: bytes = await self._response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _error(exc, self._request) from exc
+        return body
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
         import aiohttp
 
         try:
@@ -52,11 +79,25 @@ class _Body(httpx.AsyncByteStream):
         self._response.release()
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """One aiohttp session (made in the running loop on first use) behind httpx."""
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, response: Response) -> None:
+        self._response = response
 
-    def __init__(self, *, max_connections: int = 512) -> None:
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.aiter_bytes():
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp session (made in the running loop on first use)."""
+
+    def __init__(self, *, max_connections: int = 512,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._max_connections = max_connections
+        self._ssl = ssl_context
         self._session: Any = None
 
     def _open(self) -> Any:
@@ -64,24 +105,41 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._max_connections,
-                                             keepalive_timeout=30.0)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                             keepalive_timeout=30.0,
+                                             ssl=self._ssl if self._ssl is not None else True)
+            self._session = aiohttp.ClientSession(connector=connector,
                                                   skip_auto_headers=("User-Agent",))
         return self._session
+
+    async def send(
+        self, method: str, url: str, *, headers: Mapping[str, str], content: bytes,
+        timeout: httpx.Timeout,
+    ) -> Response:
+        """Send a request; the body is then read (or streamed) from the :class:`Response`,
+        which the caller closes. Errors are httpx's (``httpx.ConnectError``, ...)."""
+        import aiohttp
+
+        session = self._open()
+        try:
+            response = await session.request(method, url, headers=headers, data=content,
+                                              timeout=_timeout(timeout),
+                                              allow_redirects=False)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _error(exc, None) from exc
+        return Response(response)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         import aiohttp
 
         session = self._open()
-        t = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.get("connect"),
-                                        sock_read=t.get("read"))
         headers = [(k.decode("latin-1"), v.decode("latin-1"))
                    for k, v in request.headers.raw if k.lower() not in _SKIP]
         try:
+            # httpx decodes content-encoding itself: hand it the bytes as they came.
             response = await session.request(
                 request.method, str(request.url), headers=headers,
-                data=request.content or None, timeout=timeout, allow_redirects=False,
+                data=request.content or None, timeout=_timeout(request.extensions.get(
+                    "timeout", {})), allow_redirects=False, auto_decompress=False,
             )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _error(exc, request) from exc
@@ -89,7 +147,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             status_code=response.status,
             headers=[(k.decode("latin-1"), v.decode("latin-1"))
                      for k, v in response.raw_headers],
-            stream=_Body(response, request),
+            stream=_Body(Response(response, request)),
             request=request,
         )
 

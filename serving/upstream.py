@@ -1,9 +1,12 @@
-"""The upstream client: one httpx.AsyncClient speaking OpenAI's Chat Completions protocol.
+"""The upstream client: httpx.AsyncClient speaking OpenAI's Chat Completions protocol.
 
 Every model in the catalog names an OpenAI-compatible ``base_url`` and the environment
 variable holding its key (``api_key_env``). httpx's exceptions are translated into the
 :class:`UpstreamError` family here, and only here, so the gateway reasons about
 "connect error", "timeout", "status 503" or "broken stream" without knowing httpx.
+
+By default (``transport="aiohttp"``) the client's aiohttp transport sends the requests
+itself, skipping httpx's client layer: see :mod:`serving.aiohttp_transport`.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import certifi
 import httpx
 
 from bandit.catalog import ModelSpec
 from bandit.errors import RouteBanditError
+from serving.aiohttp_transport import AiohttpTransport
 
 # Statuses after which another model may well succeed: rate limits and server faults.
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -99,27 +103,51 @@ class Completion:
     body: dict[str, Any]
 
 
+class _Response(Protocol):
+    """What the upstream client reads: an httpx.Response or an aiohttp one."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def aread(self) -> bytes: ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 def new_client(
     *, timeouts: Timeouts | None = None, max_connections: int = 512,
     ssl_context: ssl.SSLContext | None = None, transport: str = "httpx",
 ) -> httpx.AsyncClient:
     """The shared client (the app's lifespan owns and closes it).
 
-    ``transport="aiohttp"`` keeps the httpx client but sends the bytes with aiohttp
-    (:mod:`serving.aiohttp_transport`).
+    ``transport="aiohttp"`` puts the client on :class:`AiohttpTransport`, which
+    :class:`Upstream` then calls directly.
     """
     limits = httpx.Limits(max_connections=max_connections,
                           max_keepalive_connections=max_connections, keepalive_expiry=30.0)
-    engine: httpx.AsyncBaseTransport | None = None
+    options: dict[str, Any] = dict(timeout=(timeouts or Timeouts()).httpx(), limits=limits,
+                                   follow_redirects=False, trust_env=False,
+                                   verify=ssl_context or True)
     if transport == "aiohttp":
-        from serving.aiohttp_transport import AiohttpTransport
-
-        engine = AiohttpTransport(max_connections=max_connections)
-    elif transport != "httpx":
+        engine = AiohttpTransport(max_connections=max_connections, ssl_context=ssl_context)
+        return AiohttpClient(engine=engine, **options)
+    if transport != "httpx":
         raise ValueError(f"transport: must be 'httpx' or 'aiohttp', got {transport!r}")
-    return httpx.AsyncClient(timeout=(timeouts or Timeouts()).httpx(), limits=limits,
-                             follow_redirects=False, trust_env=False,
-                             verify=ssl_context or True, transport=engine)
+    return httpx.AsyncClient(**options)
+
+
+class AiohttpClient(httpx.AsyncClient):
+    """An httpx client on :class:`AiohttpTransport`; :class:`Upstream` sends its requests
+    through ``engine`` directly (closing the client closes the engine)."""
+
+    def __init__(self, *, engine: AiohttpTransport, **kwargs: Any) -> None:
+        super().__init__(transport=engine, **kwargs)
+        self.engine = engine
 
 
 def _translate(exc: httpx.HTTPError, model: str) -> UpstreamError:
@@ -142,11 +170,11 @@ def new_clients(
     """``n`` clients sharing ``max_connections`` and one TLS context (loading the CA
     bundle is the slow part of making a client); see :class:`Upstream` for why. aiohttp's
     pool has no such cost, so with it one client is enough."""
+    context = ssl.create_default_context(cafile=certifi.where())
     if transport == "aiohttp":
         return [new_client(timeouts=timeouts, max_connections=max_connections,
-                           transport=transport)]
+                           ssl_context=context, transport=transport)]
     per = max(1, max_connections // max(1, n))
-    context = ssl.create_default_context(cafile=certifi.where())
     return [new_client(timeouts=timeouts, max_connections=per, ssl_context=context)
             for _ in range(max(1, n))]
 
@@ -172,6 +200,8 @@ class Upstream:
         self._clients = [client] if isinstance(client, httpx.AsyncClient) else list(client)
         if not self._clients:
             raise ValueError("Upstream needs at least one httpx.AsyncClient")
+        self._engines = [c.engine if isinstance(c, AiohttpClient) else None
+                         for c in self._clients]
         self._busy = [0] * len(self._clients)
         self._env = env
         self._timeout = (timeouts or Timeouts()).httpx()
@@ -210,6 +240,19 @@ class Upstream:
             write=min(t.write or seconds, seconds), pool=min(t.pool or seconds, seconds),
         )
 
+    async def _send(self, shard: int, url: str, headers: dict[str, str], content: bytes,
+                    timeout: httpx.Timeout) -> _Response:
+        # The response's headers are in; its body is read (or streamed) by the caller,
+        # who closes it. Errors are httpx's.
+        engine = self._engines[shard]
+        if engine is not None:
+            return await engine.send("POST", url, headers=headers, content=content,
+                                     timeout=timeout)
+        client = self._clients[shard]
+        request = client.build_request("POST", url, content=content, headers=headers,
+                                       timeout=timeout)
+        return await client.send(request, stream=True)
+
     async def complete(
         self, spec: ModelSpec, payload: Mapping[str, Any], *, within: float | None = None
     ) -> Completion:
@@ -221,16 +264,19 @@ class Upstream:
         content = json.dumps(payload, separators=(",", ":")).encode()
         shard = self._take()
         try:
-            resp = await self._clients[shard].post(url, content=content, headers=headers,
-                                                   timeout=self._timeout_within(within))
+            resp = await self._send(shard, url, headers, content, self._timeout_within(within))
+            try:
+                raw = await resp.aread()
+            finally:
+                await resp.aclose()
         except httpx.HTTPError as exc:
             raise _translate(exc, spec.name) from exc
         finally:
             self._busy[shard] -= 1
         if resp.status_code >= 400:
-            raise _status_error(spec.name, resp.status_code, resp.content, resp.headers)
+            raise _status_error(spec.name, resp.status_code, raw, resp.headers)
         try:
-            body = json.loads(resp.content)
+            body = json.loads(raw)
         except ValueError as exc:
             raise UpstreamProtocolError(f"{spec.name}: upstream answered with invalid JSON",
                                         model=spec.name) from exc
@@ -252,11 +298,8 @@ class Upstream:
         headers["accept"] = "text/event-stream"
         content = json.dumps(payload, separators=(",", ":")).encode()
         shard = self._take()
-        client = self._clients[shard]
-        request = client.build_request("POST", url, content=content, headers=headers,
-                                       timeout=self._timeout_within(within))
         try:
-            resp = await client.send(request, stream=True)
+            resp = await self._send(shard, url, headers, content, self._timeout_within(within))
         except httpx.HTTPError as exc:
             self._busy[shard] -= 1
             raise _translate(exc, spec.name) from exc
@@ -273,7 +316,7 @@ class Upstream:
             await resp.aclose()
 
 
-async def _events(resp: httpx.Response, model: str) -> AsyncIterator[bytes]:
+async def _events(resp: _Response, model: str) -> AsyncIterator[bytes]:
     """Split the body into SSE events, each yielded as soon as its blank line arrives."""
     buf = b""
     try:
