@@ -112,6 +112,9 @@ class GatewayConfig:
     default_quality_delay_s: float = 600.0
     # Quality fed back for a failed call (error) or a rejected cascade answer; None: none.
     failure_quality: float | None = 0.0
+    # Outcomes are handed to the router in batches this often (0: each at once): every
+    # hand-over commits, and a commit per request competes with the next request.
+    outcome_interval_s: float = 0.1
 
 
 class GatewayError(RouteBanditError):
@@ -221,6 +224,8 @@ class Gateway:
                       if self.config.cache else None)
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._outcomes: list[tuple[str, Outcome]] = []
+        self._outcome_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -235,7 +240,8 @@ class Gateway:
             log.error("gateway background task failed", exc_info=task.exception())
 
     async def drain(self, timeout: float = 10.0) -> None:
-        """Wait for pending outcome records (tests, shutdown)."""
+        """Record pending outcomes now and wait for the records (tests, shutdown)."""
+        self._hand_over()
         deadline = time.monotonic() + timeout
         while self._tasks and time.monotonic() < deadline:
             await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
@@ -584,9 +590,23 @@ class Gateway:
             status=status,
             error=error,
         )
-        self._spawn(self._store(call.decision_id, outcome))
+        self._outcomes.append((call.decision_id, outcome))
+        if self.config.outcome_interval_s <= 0:
+            self._hand_over()
+        elif self._outcome_timer is None:
+            self._outcome_timer = asyncio.get_running_loop().call_later(
+                self.config.outcome_interval_s, self._hand_over)
         if status == "ok" and self.config.default_quality is not None:
             self._schedule_default(call.decision_id, self.config.default_quality)
+
+    def _hand_over(self) -> None:
+        # All in one loop iteration, so the router's writer commits them in one batch.
+        if self._outcome_timer is not None:
+            self._outcome_timer.cancel()
+            self._outcome_timer = None
+        batch, self._outcomes = self._outcomes, []
+        for decision_id, outcome in batch:
+            self._spawn(self._store(decision_id, outcome))
 
     async def _store(self, decision_id: str, outcome: Outcome) -> None:
         await self.router.record_outcome(decision_id, outcome)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import time
 import uuid
@@ -65,6 +66,7 @@ class Behavior:
     break_after_chunks: int | None = None  # cut the stream after this many content chunks
     hang_s: float = 0.0                # sleep before headers (for timeouts)
     empty_stream: bool = False         # a 200 event stream with no event at all
+    gzip: bool = False                 # gzip the JSON answer (as OpenAI does when asked)
 
 
 @dataclass
@@ -140,6 +142,10 @@ def build_app(behavior: Behavior, log: Log, *, name: str = "fake", record: bool 
             }
             if b.usage:
                 out["usage"] = usage
+            if b.gzip and "gzip" in request.headers.get("accept-encoding", ""):
+                return Response(gzip.compress(json.dumps(out).encode()),
+                                media_type="application/json",
+                                headers={"content-encoding": "gzip"})
             return Response(json.dumps(out), media_type="application/json")
         if b.empty_stream:
             return StreamingResponse(iter(()), media_type="text/event-stream")

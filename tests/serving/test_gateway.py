@@ -252,3 +252,44 @@ async def test_a_stream_never_started_is_recorded_and_closed(
     [outcome] = router.outcomes[decision_id]
     assert outcome.status == "cancelled"
     await client.aclose()
+
+
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+def test_compressed_answers_are_decoded(fakes: dict[str, FakeUpstream], transport: str) -> None:
+    for fake in fakes.values():
+        reset(fake)
+    fakes["cheap"].behavior.gzip = True
+    stack = start_stack(fakes, transport=transport)
+    try:
+        raw = stack.sdk().chat.completions.with_raw_response.create(
+            model="auto", messages=MESSAGES)
+        assert raw.parse().choices[0].message.content.startswith("The quick brown fox")
+        [outcome] = stack.outcomes(raw.headers["x-routebandit-decision-id"])
+        assert outcome.status == "ok" and not outcome.tokens_estimated
+    finally:
+        stack.stop()
+
+
+async def test_outcomes_are_handed_over_in_batches(fakes: dict[str, FakeUpstream]) -> None:
+    from serving.gateway import Answer, Gateway
+    from serving.upstream import Upstream, new_client
+    from tests.fakes.stub_router import StubRouter
+    from tests.serving.gateway_stack import KEY_ENV, catalog_for
+
+    for fake in fakes.values():
+        reset(fake)
+    router = StubRouter(catalog_for(fakes))
+    client = new_client(transport="aiohttp")
+    gateway = Gateway(router=router, upstream=Upstream(client, env={KEY_ENV: KEY}),
+                      config=GatewayConfig(outcome_interval_s=5.0))
+    try:
+        for _ in range(3):
+            answer = await gateway.chat({"model": "auto", "messages": MESSAGES})
+            assert isinstance(answer, Answer)
+        assert router.outcomes == {}  # held for the batch...
+        await gateway.drain()  # ...which drain (and shutdown) hands over at once
+        assert sorted(router.outcomes) == ["d1", "d2", "d3"]
+        assert all(o.status == "ok" for [o] in router.outcomes.values())
+    finally:
+        await gateway.aclose()
+        await client.aclose()
