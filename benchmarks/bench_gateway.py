@@ -225,7 +225,7 @@ def mint_key(workdir: str) -> str:
     return key
 
 
-def start_gateway(upstream: str, workdir: str, transport: str) -> Proc:
+def start_gateway(upstream: str, workdir: str, transport: str | None) -> Proc:
     """routebandit as deployed: ``routebandit serve`` (create_app, store, policy, keys)."""
     catalog = Path(workdir) / "catalog.yaml"
     catalog.write_text(catalog_yaml(upstream))
@@ -233,8 +233,9 @@ def start_gateway(upstream: str, workdir: str, transport: str) -> Proc:
     args = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
             "--catalog", str(catalog), "--data-dir", workdir, "--log-level", "warning"]
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                       os.environ.get("PYTHONPATH")])),
-           "ROUTEBANDIT_GATEWAY_TRANSPORT": transport}
+                                                       os.environ.get("PYTHONPATH")]))}
+    if transport is not None:  # else the gateway's default
+        env["ROUTEBANDIT_GATEWAY_TRANSPORT"] = transport
     return Proc("gateway", args, port, "/", env=env)
 
 
@@ -323,13 +324,19 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def latency(direct: str, gateway: str, bare: str, n: int, warmup: int,
-                  token: str | None) -> dict[str, float]:
-    """p50/p99 at concurrency 1; the three targets interleaved one request at a time."""
+                  token: str | None, servers: dict[str, Proc]) -> dict[str, float]:
+    """p50/p99 at concurrency 1; the three targets interleaved one request at a time.
+
+    Also each of ``servers``' CPU milliseconds per request at concurrency 1 (background
+    work included: what a request costs, whenever it is paid)."""
     client = _client_factory(1, token)()
     urls = {"direct": direct, "gateway": gateway, "bare": bare}
     times: dict[str, list[float]] = {k: [] for k in urls}
+    cpu: dict[str, float] = {}
     try:
         for i in range(warmup + n):
+            if i == warmup:
+                cpu = {k: p.cpu_seconds() for k, p in servers.items()}
             for name, url in urls.items():
                 t = time.perf_counter()
                 status = await client.post(url)
@@ -337,9 +344,13 @@ async def latency(direct: str, gateway: str, bare: str, n: int, warmup: int,
                     times[name].append((time.perf_counter() - t) * 1000)
                 if status != 200:
                     raise RuntimeError(f"{url} answered {getattr(client, 'last_error', status)}")
+        await asyncio.sleep(0.5)  # let the servers' background work of the last requests end
+        cpu = {k: (p.cpu_seconds() - cpu[k]) * 1000 / n for k, p in servers.items()}
     finally:
         await client.close()
     out = {f"{k}_{q}_ms": pct(v, int(q[1:])) for k, v in times.items() for q in ("p50", "p99")}
+    for k, v in cpu.items():
+        out[f"{k}_cpu_ms_per_request"] = v
     for q in ("p50", "p99"):
         out[f"added_{q}_ms"] = out[f"gateway_{q}_ms"] - out[f"direct_{q}_ms"]
         # what any FastAPI + httpx hop costs on this machine, for scale
@@ -394,7 +405,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         upstream = f"http://127.0.0.1:{up.port}/v1"
         rb_key = mint_key(workdir)
         gw = start_gateway(upstream, workdir, args.transport)
-        out["gateway_transport"] = args.transport
+        out["gateway_transport"] = args.transport or "default"
         bare = start_self("bare", upstream)
         procs += [gw, bare]
         lite, lite_key = None, None
@@ -415,7 +426,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # the same bytes.
         out["load_average_before"] = os.getloadavg()
         out["latency_c1"] = go(latency(f"{upstream}/chat/completions", url(gw), url(bare),
-                                       args.requests, args.warmup_requests, rb_key))
+                                       args.requests, args.warmup_requests, rb_key,
+                                       {"gateway": gw, "bare": bare}))
         rps: dict[str, list[float]] = {"gateway": [], "bare": [], "litellm": []}
         cpu: dict[str, list[float]] = {"gateway": [], "bare": [], "litellm": []}
         for _ in range(args.rounds):
@@ -468,8 +480,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx",
-                        help="routebandit's upstream transport (the bare baseline: httpx)")
+    parser.add_argument("--transport", choices=("httpx", "aiohttp"),
+                        help="routebandit's upstream transport (default: the gateway's "
+                        "default; the bare baseline always uses httpx)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if args.serve:
