@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from bandit.errors import RouteBanditError
+from serving.errors import BodyTooLargeError
 from serving.gateway import Answer, Gateway, GatewayError, StreamAnswer, UpstreamRejected
 from serving.gateway_settings import GatewaySettings
 from serving.upstream import Upstream, new_clients
@@ -100,7 +101,10 @@ async def chat_completions(request: Request) -> Response:
         await _principal(request)
     except RouteBanditError as exc:
         return _service_error(exc)
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except BodyTooLargeError as exc:  # a body streamed past the limit (no Content-Length)
+        return openai_error(413, str(exc.detail), code="request_too_large")
     try:
         body: Any = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply

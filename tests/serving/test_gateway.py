@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import openai
@@ -293,3 +293,27 @@ async def test_outcomes_are_handed_over_in_batches(fakes: dict[str, FakeUpstream
     finally:
         await gateway.aclose()
         await client.aclose()
+
+
+async def test_a_body_streamed_past_the_limit_is_refused_in_openai_format() -> None:
+    from fastapi import FastAPI
+
+    from serving.limits import BodyLimit
+    from serving.routes import chat
+
+    app = FastAPI()
+    app.add_middleware(BodyLimit, max_bytes=1024)
+    app.include_router(chat.router)
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: caught while reading
+        for _ in range(10):
+            yield b" " * 500
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gateway") as client:
+        r = await client.post("/v1/chat/completions", content=chunks(),
+                              headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "request_too_large"
+    assert set(error) == {"message", "type", "param", "code"}
