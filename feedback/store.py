@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -290,8 +290,9 @@ class Store:
                 conn.execute(self._insert(DecisionRow), rows)
             for out in outcomes:
                 result.outcomes.append(self._outcome_one(conn, out))
-            for fb in feedback:
-                result.feedback.append(self._feedback_one(conn, fb))
+            for start in range(0, len(feedback), _FEEDBACK_CHUNK):
+                chunk = feedback[start:start + _FEEDBACK_CHUNK]
+                result.feedback += self._feedback_many(conn, chunk)
         return result
 
     def encode_decision(self, p: PendingDecision) -> Any:
@@ -321,39 +322,59 @@ class Store:
         )
         return bool(res.rowcount)
 
-    def _feedback_one(self, conn: Connection, fb: FeedbackInput) -> FeedbackResult | StoreError:
-        # Plain driver SQL: built-per-call SQLAlchemy statements cost ~1 ms each here.
+    def _feedback_many(
+        self, conn: Connection, batch: Sequence[FeedbackInput]
+    ) -> list[FeedbackResult | StoreError]:
+        # One statement per step for the whole batch, never one per feedback: each driver
+        # call through SQLAlchemy costs ~50 us of Python (GIL held), which under load
+        # competed with the event loop. The results are those of storing the feedback one
+        # at a time, in order: the first of two for one decision wins, the second is a
+        # duplicate (or a conflict) of it.
         ph = self._ph
-        owner = conn.exec_driver_sql(
-            f"SELECT tenant FROM decisions WHERE id = {ph}", (fb.decision_id,)
-        ).scalar_one_or_none()
-        if owner is None or owner != fb.tenant:
-            return UnknownDecisionError(fb.decision_id)
+        ids = list(dict.fromkeys(fb.decision_id for fb in batch))
+        owners: dict[str, str] = dict(conn.exec_driver_sql(
+            f"SELECT id, tenant FROM decisions WHERE id IN ({', '.join(ph for _ in ids)})",
+            tuple(ids),
+        ).all())
         now = utcnow()
-        values = {
-            "decision_id": fb.decision_id, "tenant": fb.tenant, "created_at": now,
-            "score": fb.score, "latency_ms": fb.latency_ms, "input_tokens": fb.input_tokens,
-            "output_tokens": fb.output_tokens, "cost_usd": fb.cost_usd, "source": fb.source,
-            "reward": fb.reward, "reward_cost_usd": fb.reward_cost_usd,
-            "reward_latency_ms": fb.reward_latency_ms,
-        }
-        row = tuple(self._ts(now) if c == "created_at" else values[c] for c in _FEEDBACK_COLUMNS)
-        seq = conn.exec_driver_sql(
-            f"INSERT INTO feedback ({', '.join(_FEEDBACK_COLUMNS)}) VALUES "
-            f"({', '.join(ph for _ in _FEEDBACK_COLUMNS)}) "
-            "ON CONFLICT (decision_id) DO NOTHING RETURNING seq",
-            row,
-        ).scalar_one_or_none()
-        if seq is not None:
-            return FeedbackResult(FeedbackRecord(seq=seq, **values), duplicate=False)  # type: ignore[arg-type]
-        row = conn.execute(
-            select(FeedbackRow).where(FeedbackRow.decision_id == fb.decision_id)
-        ).one()
-        stored = _feedback_record(row._mapping)
-        for name in FeedbackInput.IDENTITY:
-            if not _same(getattr(stored, name), getattr(fb, name)):
-                return FeedbackConflictError(fb.decision_id, name)
-        return FeedbackResult(stored, duplicate=True)
+        first: dict[str, FeedbackRecord] = {}  # the batch's first valid feedback per decision
+        for fb in batch:
+            if owners.get(fb.decision_id) == fb.tenant and fb.decision_id not in first:
+                first[fb.decision_id] = _new_feedback(fb, now)
+        seqs: dict[str, int] = {}
+        if first:
+            one = f"({', '.join(ph for _ in _FEEDBACK_COLUMNS)})"
+            params: list[Any] = []
+            for new_rec in first.values():
+                params += (self._ts(now) if c == "created_at" else getattr(new_rec, c)
+                           for c in _FEEDBACK_COLUMNS)
+            seqs = dict(conn.exec_driver_sql(
+                f"INSERT INTO feedback ({', '.join(_FEEDBACK_COLUMNS)}) VALUES "
+                f"{', '.join(one for _ in first)} "
+                "ON CONFLICT (decision_id) DO NOTHING RETURNING decision_id, seq",
+                tuple(params),
+            ).all())
+        # Stored before this batch: the feedback to compare a repeat with.
+        earlier = [d for d in first if d not in seqs]
+        stored = {d: replace(r, seq=seqs[d]) for d, r in first.items() if d in seqs}
+        if earlier:
+            rows = conn.execute(select(FeedbackRow).where(FeedbackRow.decision_id.in_(earlier)))
+            stored.update((r.decision_id, _feedback_record(r._mapping)) for r in rows)
+        out: list[FeedbackResult | StoreError] = []
+        new = set(seqs)
+        for fb in batch:
+            rec = stored.get(fb.decision_id)
+            if owners.get(fb.decision_id) != fb.tenant or rec is None:
+                out.append(UnknownDecisionError(fb.decision_id))
+            elif fb.decision_id in new:
+                new.discard(fb.decision_id)
+                out.append(FeedbackResult(rec, duplicate=False))
+            else:
+                conflict = next((name for name in FeedbackInput.IDENTITY
+                                 if not _same(getattr(rec, name), getattr(fb, name))), None)
+                out.append(FeedbackResult(rec, duplicate=True) if conflict is None
+                           else FeedbackConflictError(fb.decision_id, conflict))
+        return out
 
     # -- reads -----------------------------------------------------------------------
     def get_decision(self, decision_id: str, *, tenant: str | None = None) -> DecisionRecord | None:
@@ -379,13 +400,21 @@ class Store:
 
     def load_decisions(self, decision_ids: Sequence[str]) -> dict[str, Decision]:
         """The decisions with these ids (those that exist), by id."""
+        # Driver SQL and orjson: the learner calls this for every feedback on a decision
+        # no longer in memory, and SQLAlchemy's row and JSON processing doubled its cost.
         out: dict[str, Decision] = {}
+        ph = self._ph
         with self._conn() as conn:
             for start in range(0, len(decision_ids), 500):
-                chunk = list(decision_ids[start : start + 500])
-                stmt = select(DecisionRow.id, DecisionRow.payload).where(DecisionRow.id.in_(chunk))
-                for row in conn.execute(stmt):
-                    out[row.id] = Decision.from_dict(row.payload)
+                chunk = tuple(decision_ids[start : start + 500])
+                marks = ", ".join(ph for _ in chunk)
+                rows = conn.exec_driver_sql(
+                    f"SELECT id, payload FROM decisions WHERE id IN ({marks})", chunk
+                )
+                for decision_id, payload in rows:
+                    if isinstance(payload, (str, bytes)):  # SQLite: JSON text
+                        payload = orjson.loads(payload)
+                    out[decision_id] = Decision.from_dict(payload)
         return out
 
     def logged(
@@ -594,6 +623,8 @@ _OUTCOME_COLUMNS = ("decision_id", "created_at", "latency_ms", "ttft_ms", "input
 _FEEDBACK_COLUMNS = ("decision_id", "tenant", "created_at", "score", "latency_ms",
                      "input_tokens", "output_tokens", "cost_usd", "source", "reward",
                      "reward_cost_usd", "reward_latency_ms")
+# Feedback rows per INSERT: 12 parameters each, well under every driver's limit.
+_FEEDBACK_CHUNK = 500
 _SQLITE_INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _DECISION_COLUMNS)})"
@@ -613,6 +644,16 @@ def _sqlite_decision_row(p: PendingDecision) -> tuple[Any, ...]:
     for name in ("pmf", "weights", "payload"):
         v[name] = _json_dumps(v[name])
     return tuple(v[c] for c in _DECISION_COLUMNS)
+
+
+def _new_feedback(fb: FeedbackInput, now: datetime) -> FeedbackRecord:
+    return FeedbackRecord(
+        seq=0, decision_id=fb.decision_id, tenant=fb.tenant, created_at=now, score=fb.score,
+        reward=fb.reward, reward_cost_usd=fb.reward_cost_usd,
+        reward_latency_ms=fb.reward_latency_ms, latency_ms=fb.latency_ms,
+        input_tokens=fb.input_tokens, output_tokens=fb.output_tokens, cost_usd=fb.cost_usd,
+        source=fb.source,
+    )
 
 
 def _outcome_record(m: Any) -> OutcomeRecord:

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from bandit import Catalog, Decision, Policy, featurize, parse_request
 from feedback.errors import FeedbackConflictError, UnknownDecisionError
 from feedback.models import utcnow
+from feedback.records import FeedbackInput, FeedbackResult
 from feedback.store import Store
 
 CATALOG = Catalog.from_dict({"models": [
@@ -66,6 +67,7 @@ def test_decision_round_trip_keeps_what_learning_needs(store: Store) -> None:
         "u1", "forced", "qa", None)
     assert record.created_at.tzinfo is not None
     assert record.outcome is None and record.feedback is None
+    assert store.load_decisions([decision_id, "0" * 32]) == {decision_id: d}
 
 
 def test_decision_of_another_tenant_is_invisible(store: Store) -> None:
@@ -86,6 +88,28 @@ def test_feedback_is_idempotent_and_conflicts_are_named(store: Store) -> None:
     with pytest.raises(FeedbackConflictError, match="^latency_ms: "):
         feedback(store, decision_id, latency_ms=999.0, source="user")
     assert store.count("feedback") == 1
+
+
+def test_a_batch_of_feedback_is_stored_as_if_one_at_a_time(store: Store) -> None:
+    stored, fresh, other = (new_decision(store)[0] for _ in range(3))
+    foreign, _ = new_decision(store, tenant="globex")
+    feedback(store, stored)
+
+    def fb(decision_id: str, score: float = 0.8) -> FeedbackInput:
+        return FeedbackInput(decision_id=decision_id, tenant="acme", score=score,
+                             reward=score - 0.1, reward_cost_usd=0.001, reward_latency_ms=500.0)
+
+    batch = [fb(fresh), fb(stored), fb(fresh), fb(stored, 0.2), fb(fresh, 0.3), fb("0" * 32),
+             fb(foreign), fb(other)]
+    results = store.write_batch(feedback=batch).feedback
+    kinds = [type(r).__name__ if not isinstance(r, FeedbackResult) else r.duplicate
+             for r in results]
+    assert kinds == [False, True, True, "FeedbackConflictError", "FeedbackConflictError",
+                     "UnknownDecisionError", "UnknownDecisionError", False]
+    new, dup = results[0], results[2]
+    assert isinstance(new, FeedbackResult) and isinstance(dup, FeedbackResult)
+    assert dup.record == new.record and new.record.seq > 0
+    assert store.count("feedback") == 3
 
 
 def test_unknown_decision(store: Store) -> None:
