@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bandit import Catalog, RewardWeights, example_catalog_path, reward
+from serving.routes.feedback import FeedbackOut
 from tests.serving.conftest import Api, running, service_settings
 
 CATALOG = Catalog.load(example_catalog_path())
@@ -19,6 +20,7 @@ async def test_route_feedback_audit(api: Api) -> None:
         "input_tokens": 1000, "output_tokens": 500, "source": "judge"})
     assert r.status_code == 200, r.text
     fb = r.json()
+    assert FeedbackOut.model_validate(fb).model_dump() == fb  # the documented schema
     cost = CATALOG.get(out["model"]).call_cost_usd(input_tokens=1000, output_tokens=500)
     expected = reward(RewardWeights(quality=1, cost=0.02, latency=0.02), quality=0.9,
                       cost_usd=cost, latency_ms=1500)
