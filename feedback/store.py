@@ -633,17 +633,20 @@ _SQLITE_INSERT_DECISION = (
 
 def _sqlite_ts(value: datetime) -> str:
     # SQLAlchemy's SQLite DATETIME text (naive UTC, always with microseconds).
-    utc = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return utc.isoformat(sep=" ", timespec="microseconds")
+    if value.tzinfo is not timezone.utc:  # utcnow()'s are already
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def _sqlite_decision_row(p: PendingDecision) -> tuple[Any, ...]:
-    # Same encodings as SQLAlchemy's SQLite types: naive-UTC ISO text, JSON text.
-    v = _decision_values(p)
-    v["created_at"] = _sqlite_ts(p.created_at)
-    for name in ("pmf", "weights", "payload"):
-        v[name] = _json_dumps(v[name])
-    return tuple(v[c] for c in _DECISION_COLUMNS)
+    # Same encodings as SQLAlchemy's SQLite types: naive-UTC ISO text, JSON text. Built
+    # directly in _DECISION_COLUMNS' order: this runs on /v1/route's request path.
+    d = p.decision
+    payload = d.to_dict()
+    return (p.decision_id, _sqlite_ts(p.created_at), p.tenant, p.user_key, p.task, p.kind,
+            p.arm, d.model, d.probability, _json_dumps(payload["pmf"]), d.policy_version,
+            d.feature_version, _json_dumps(payload["weights"]), _json_dumps(payload),
+            p.prompt_text)
 
 
 def _new_feedback(fb: FeedbackInput, now: datetime) -> FeedbackRecord:

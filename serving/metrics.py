@@ -56,6 +56,7 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r,
         )
         self._decision_children: dict[tuple[str, str], Any] = {}
+        self._feedback_children: dict[str, Any] = {}
         self._reward_n = 0
         self._reward_total = 0.0
 
@@ -63,6 +64,12 @@ class Metrics:
         child = self._decision_children.get((model, kind))
         if child is None:  # labels() costs a lock and a lookup; cache the children
             child = self._decision_children[(model, kind)] = self.decisions.labels(model, kind)
+        child.inc()
+
+    def feedback_result(self, result: str) -> None:
+        child = self._feedback_children.get(result)
+        if child is None:
+            child = self._feedback_children[result] = self.feedback.labels(result)
         child.inc()
 
     def observe_reward(self, value: float) -> None:

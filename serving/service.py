@@ -448,9 +448,9 @@ class RouterService:
             )
         )
         if result.duplicate:
-            self.metrics.feedback.labels("duplicate").inc()
+            self.metrics.feedback_result("duplicate")
             return result
-        self.metrics.feedback.labels("accepted").inc()
+        self.metrics.feedback_result("accepted")
         self.metrics.observe_reward(result.record.reward)
         pending = self.writer.pending(decision_id)
         item = _ToLearn(
