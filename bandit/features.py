@@ -368,21 +368,22 @@ _BUCKET_CACHE: dict[str, int] = {}
 _BUCKET_CACHE_MAX = 1 << 17
 
 
-def _buckets(tokens: Sequence[str]) -> list[int]:
+def _bucket_index(tokens: Sequence[str]) -> np.ndarray:
     # A plain dict is the fastest memo here (vocabularies repeat across prompts); it is
-    # cleared when full rather than evicting, which keeps the lookup a C-level get().
+    # cleared when full rather than evicting, which keeps the lookup a C-level call.
+    # np.fromiter over the lookups skips the intermediate list and numpy's type
+    # discovery that np.array(list) pays per element; a miss raises KeyError at once.
     cache = _BUCKET_CACHE
-    out: list[int | None] = list(map(cache.get, tokens))
-    if None not in out:
-        return cast("list[int]", out)
+    try:
+        return np.fromiter(map(cache.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    except KeyError:
+        pass
     if len(cache) + len(tokens) > _BUCKET_CACHE_MAX:
         cache.clear()
-    for i, (t, b) in enumerate(zip(tokens, out, strict=True)):
-        if b is None:
-            out[i] = cache[t] = zlib.crc32(t.encode("utf-8", "surrogatepass")) & (
-                _SKETCH_BUCKETS - 1
-            )
-    return cast("list[int]", out)
+    for t in tokens:
+        if t not in cache:
+            cache[t] = zlib.crc32(t.encode("utf-8", "surrogatepass")) & (_SKETCH_BUCKETS - 1)
+    return np.fromiter(map(cache.__getitem__, tokens), dtype=np.int64, count=len(tokens))
 
 
 def sketch(tokens: Sequence[str]) -> tuple[float, ...]:
@@ -396,9 +397,11 @@ def sketch(tokens: Sequence[str]) -> tuple[float, ...]:
     """
     if not tokens:
         return (0.0,) * SKETCH_DIM
-    idx = np.array(_buckets(tokens), dtype=np.int64)
-    vec = _sketch_table().take(idx, axis=0).sum(axis=0)
-    norm = float(np.linalg.norm(vec))
+    # The rows are summed in token order in float32 (numpy's sum over the outer axis),
+    # so the result is bit-for-bit what it always was; do not reorder or deduplicate.
+    vec = _sketch_table().take(_bucket_index(tokens), axis=0).sum(axis=0)
+    # np.linalg.norm of a 1-d float array is exactly sqrt(x.dot(x)), minus its checks.
+    norm = float(np.sqrt(vec.dot(vec)))
     if norm == 0.0:
         return (0.0,) * SKETCH_DIM
     return tuple(np.round(vec / norm, 5).tolist())
