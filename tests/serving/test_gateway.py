@@ -30,11 +30,17 @@ def fakes() -> Iterator[dict[str, FakeUpstream]]:
     yield from started_fakes()
 
 
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test runs on both upstream transports (aiohttp is the default)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def stack(fakes: dict[str, FakeUpstream]) -> Iterator[Stack]:
+def stack(fakes: dict[str, FakeUpstream], transport: str) -> Iterator[Stack]:
     for fake in fakes.values():
         reset(fake)
-    s = start_stack(fakes)
+    s = start_stack(fakes, transport=transport)
     yield s
     s.stop()
 
@@ -254,7 +260,6 @@ async def test_a_stream_never_started_is_recorded_and_closed(
     await client.aclose()
 
 
-@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
 def test_compressed_answers_are_decoded(fakes: dict[str, FakeUpstream], transport: str) -> None:
     for fake in fakes.values():
         reset(fake)

@@ -30,9 +30,15 @@ def fresh(fakes: dict[str, FakeUpstream]) -> Iterator[dict[str, FakeUpstream]]:
             fake.start()
 
 
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every test runs on both upstream transports (aiohttp is the default)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def stack(fresh: dict[str, FakeUpstream]) -> Iterator[Stack]:
-    s = start_stack(fresh, cooldown=(2, 30.0))
+def stack(fresh: dict[str, FakeUpstream], transport: str) -> Iterator[Stack]:
+    s = start_stack(fresh, cooldown=(2, 30.0), transport=transport)
     yield s
     s.stop()
 
@@ -103,8 +109,9 @@ def test_rate_limited_everywhere_is_429(stack: Stack) -> None:
         stack.sdk().chat.completions.create(model="auto", messages=MESSAGES)
 
 
-def test_timeout_fails_over_within_deadline(fresh: dict[str, FakeUpstream]) -> None:
-    stack = start_stack(fresh, timeouts=Timeouts(read=0.3))
+def test_timeout_fails_over_within_deadline(fresh: dict[str, FakeUpstream],
+                                            transport: str) -> None:
+    stack = start_stack(fresh, timeouts=Timeouts(read=0.3), transport=transport)
     try:
         fresh["cheap"].behavior.hang_s = 2.0
         decision_id, model, _ = ask(stack)
@@ -116,8 +123,9 @@ def test_timeout_fails_over_within_deadline(fresh: dict[str, FakeUpstream]) -> N
         stack.stop()
 
 
-def test_deadline_bounds_the_whole_request(fresh: dict[str, FakeUpstream]) -> None:
-    stack = start_stack(fresh, config=GatewayConfig(deadline_s=0.4))
+def test_deadline_bounds_the_whole_request(fresh: dict[str, FakeUpstream],
+                                           transport: str) -> None:
+    stack = start_stack(fresh, config=GatewayConfig(deadline_s=0.4), transport=transport)
     try:
         for fake in fresh.values():
             fake.behavior.hang_s = 1.0
@@ -205,8 +213,10 @@ def test_cascade_accepts_a_good_cheap_answer(stack: Stack) -> None:
     assert len(stack.router.routes) == 1
 
 
-def test_cascade_by_profile_and_streamed(fresh: dict[str, FakeUpstream]) -> None:
-    stack = start_stack(fresh, config=GatewayConfig(cascade_profiles=frozenset({"cheap"})))
+def test_cascade_by_profile_and_streamed(fresh: dict[str, FakeUpstream],
+                                        transport: str) -> None:
+    stack = start_stack(fresh, config=GatewayConfig(cascade_profiles=frozenset({"cheap"})),
+                        transport=transport)
     try:
         fresh["cheap"].behavior.answer = "refusal"
         chunks = list(stack.sdk().chat.completions.create(
@@ -230,9 +240,9 @@ def test_empty_stream_fails_over(stack: Stack) -> None:
 
 
 def test_stream_stalling_past_the_read_timeout_ends_with_an_error(
-    fresh: dict[str, FakeUpstream],
+    fresh: dict[str, FakeUpstream], transport: str,
 ) -> None:
-    stack = start_stack(fresh, timeouts=Timeouts(read=0.3))
+    stack = start_stack(fresh, timeouts=Timeouts(read=0.3), transport=transport)
     try:
         fresh["cheap"].behavior.chunk_delay_s = 0.6
         with stack.sdk().chat.completions.with_streaming_response.create(
