@@ -201,7 +201,8 @@ def main() -> int:
         raise SystemExit("needs wrk on PATH (apt-get install -y wrk)")
     c, dur = args.connections, args.duration
     route_lua = ROUTE_LUA % {"body": ROUTE_BODY}
-    results: dict[str, Any] = {"connections": c, "duration_s": dur, "cpus": os.cpu_count()}
+    results: dict[str, Any] = {"connections": c, "duration_s": dur, "cpus": os.cpu_count(),
+                               "load_before": os.getloadavg()[0]}
 
     with tempfile.TemporaryDirectory() as tmp:
         bare_proc, bare_port = start("bare", tmp)
@@ -251,7 +252,9 @@ def main() -> int:
     print()
     cpu = {k: results[k].get("server_cpu_us_per_request", 0.0) for k in ("bare", "route",
                                                                          "feedback")}
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    # Before: what else the machine was running; after: that plus this benchmark.
+    print(f"load average {results['load_before']:.1f} before, {os.getloadavg()[0]:.1f} after, "
+          f"on {os.cpu_count()} CPUs")
     print(f"server CPU per request: bare {cpu['bare']:.0f} us, route {cpu['route']:.0f} us "
           f"(ratio {cpu['bare'] / cpu['route'] if cpu['route'] else 0:.2f}), "
           f"feedback {cpu['feedback']:.0f} us")
