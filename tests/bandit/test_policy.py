@@ -106,6 +106,16 @@ def test_save_reload_decides_identically() -> None:
         assert a.predicted_quality == b.predicted_quality
 
 
+def test_core_predict_matches_the_public_vw_predict() -> None:
+    policy = Policy(CAT, seed=3)
+    _train(policy, 30, random.Random(1))
+    assert policy._predict_core is not None  # the pinned binding exposes the core call
+    ctxs = [featurize(parse_request(prompt=p)) for p in PROMPTS]
+    fast = [policy.predict_quality(c, policy.actions_for(c)) for c in ctxs]
+    policy._predict_core = None  # what a binding without the core call would use
+    assert [policy.predict_quality(c, policy.actions_for(c)) for c in ctxs] == fast
+
+
 def test_corrupt_or_foreign_bytes_are_a_policy_error() -> None:
     with pytest.raises(PolicyError, match="bad magic"):
         Policy.from_bytes(b"not a policy")
