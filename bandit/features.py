@@ -340,7 +340,9 @@ def _is_markup(scan: str) -> bool:
 def _is_code(scan: str) -> bool:
     if "`" in scan and "```" in scan:
         return True
-    symbols = scan.count("{") + scan.count("}") + scan.count(";")
+    # Counting walks every character; a one-character "in" (memchr) first skips the
+    # counts for prose, which has none of these.
+    symbols = sum([scan.count(c) for c in "{};" if c in scan])
     return (
         symbols >= 3
         or _CODE_FIRST_LINE_RE.match(scan) is not None
@@ -407,6 +409,12 @@ def sketch(tokens: Sequence[str]) -> tuple[float, ...]:
     return tuple(np.round(vec / norm, 5).tolist())
 
 
+def _len_without_digits(text: str) -> int:
+    if text.isascii():
+        return len(text.encode("ascii").translate(None, b"0123456789"))
+    return len(text.translate(_NO_DIGITS))
+
+
 def _tag(value: str) -> str:
     return _TAG_UNSAFE_RE.sub("_", value[: MAX_TAG_LEN * 2])[:MAX_TAG_LEN]
 
@@ -439,8 +447,9 @@ def featurize(request: Request) -> Context:
         "math": 1.0 if _is_math(scan, word_set) else 0.0,
         "markup": 1.0 if _is_markup(scan) else 0.0,
         "question": 1.0 if stripped.endswith("?") or first_word in _QUESTION_START else 0.0,
-        # str.translate deleting the digits runs in C; counting them is then a subtraction.
-        "digits": (len(scan) - len(scan.translate(_NO_DIGITS))) / max(1, len(scan)),
+        # Deleting the digits runs in C (bytes.translate for ASCII text is faster still);
+        # counting them is then a subtraction.
+        "digits": (len(scan) - _len_without_digits(scan)) / max(1, len(scan)),
         "has_system": 1.0 if request.system else 0.0,
         "tools": 1.0 if request.needs_tools else 0.0,
         "vision": 1.0 if request.needs_vision else 0.0,
