@@ -11,6 +11,7 @@ router adds on top of VW itself.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -27,8 +28,10 @@ WORDS = (
 
 def make_prompt(rng: random.Random, chars: int = 2000) -> str:
     out: list[str] = []
-    while sum(len(w) + 1 for w in out) < chars:
+    size = 0  # a running total (the same prompts as re-summing the list, in linear time)
+    while size < chars:
         out.append(rng.choice(WORDS) + (" " if rng.random() > 0.05 else ".\n\n"))
+        size += len(out[-1]) + 1
     return "".join(out)[:chars]
 
 
@@ -63,6 +66,7 @@ def main() -> None:
     # machines this runs on are shared and noisy).
     router: list[float] = []
     bare: list[float] = []
+    load_before = os.getloadavg()[0]
     for k in range(args.n):
         p = prompts[k % len(prompts)]
         t0 = time.perf_counter()
@@ -75,7 +79,8 @@ def main() -> None:
 
     r50, r99 = percentiles(router)
     b50, b99 = percentiles(bare)
-    print(f"featurize+decide, 2000-char prompt, 11 models, n={args.n}")
+    print(f"featurize+decide, 2000-char prompt, 11 models, n={args.n}, "
+          f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
     mean = statistics.mean(router)
     print(f"  router : p50 {r50:7.1f} us   p99 {r99:7.1f} us   mean {mean:7.1f} us")
     print(f"  bare VW: p50 {b50:7.1f} us   p99 {b99:7.1f} us   (pre-parsed predict only)")
