@@ -27,7 +27,7 @@ class BodyLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(scope, send)
                     return
                 break
         received = 0
@@ -43,10 +43,14 @@ class BodyLimit:
 
         await self.app(scope, limited, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": {
-            "type": "payload_too_large", "field": "body",
-            "message": f"body: larger than the limit of {self.max_bytes} bytes"}}).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        message = f"body: larger than the limit of {self.max_bytes} bytes"
+        if scope.get("path", "").startswith("/v1/chat/"):  # OpenAI clients parse this shape
+            error = {"message": message, "type": "invalid_request_error", "param": None,
+                     "code": "request_too_large"}
+        else:
+            error = {"type": "payload_too_large", "field": "body", "message": message}
+        body = json.dumps({"error": error}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
