@@ -74,6 +74,11 @@ class PolicyConfig:
     # grade in K, cannot estimate before they drown the signal (docs/policy.md); turn
     # them on for high-traffic deployments.
     interactions: tuple[str, ...] = ("ta", "ea", "sa", "na")
+    # The largest weight one grade gets in VW's regression (1 / logged probability,
+    # capped). 1 = every grade counts once, a direct-method regression: with VW's
+    # adaptive learning rates, one explored grade weighted 1/p = 30 freezes a model's
+    # estimate near that single label (docs/policy.md, "Importance weights").
+    max_importance_weight: float = 1.0
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -87,6 +92,9 @@ class PolicyConfig:
             raise PolicyError(f"cb_type: must be mtr, ips, dr or dm, got {self.cb_type!r}")
         if not 1 <= self.bits <= 30:
             raise PolicyError(f"bits: must be between 1 and 30, got {self.bits!r}")
+        if not (math.isfinite(self.max_importance_weight) and self.max_importance_weight >= 1):
+            raise PolicyError("max_importance_weight: must be a number >= 1, "
+                              f"got {self.max_importance_weight!r}")
         for name in ("gamma_scale", "learning_rate", "softmax_lambda"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -426,7 +434,8 @@ class Policy:
                 examples = self._examples(
                     decision.context,
                     decision.actions,
-                    label=(decision.index, -float(quality), decision.probability),
+                    label=(decision.index, -float(quality),
+                           max(decision.probability, 1.0 / self.config.max_importance_weight)),
                 )
                 try:
                     self._ws.learn_one(examples)
