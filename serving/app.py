@@ -30,7 +30,7 @@ from serving.cluster import ClusterSettings, make_learner, start_cluster
 from serving.limits import BodyLimit
 from serving.metrics import Metrics
 from serving.ratelimit import LimitSettings, RateLimit, counters_for
-from serving.routes import decisions, feedback, health, models, policy, route
+from serving.routes import body, decisions, feedback, health, models, policy, route
 from serving.service import RouterService
 from serving.settings import Settings, SettingsError
 
@@ -156,6 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
             if isinstance(r, APIRoute) and r.summary is None and r.description:
                 r.summary = r.description.strip().splitlines()[0]
         app.include_router(module.router)
+    body.document(app, (route.RouteIn, feedback.FeedbackIn))  # validated by the routes
     _include_gateway_routes(app)
     return app
 

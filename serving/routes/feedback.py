@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.auth import Principal, authenticate
+from serving.auth import authenticate
+from serving.routes.body import INVALID, openapi_body, parse
 from serving.service import RouterService
 
 router = APIRouter(tags=["feedback"])
@@ -65,15 +66,16 @@ class FeedbackOut(BaseModel):
     feedback_seq: int
 
 
-@router.post("/v1/feedback", response_model=None, responses={200: {"model": FeedbackOut}})
-async def feedback(
-    body: FeedbackIn,
-    request: Request,
-    principal: Annotated[Principal, Depends(authenticate)],
-) -> Response:
+@router.post("/v1/feedback", response_model=None,
+             responses={200: {"model": FeedbackOut}, 422: INVALID},
+             openapi_extra=openapi_body(FeedbackIn))
+async def feedback(request: Request) -> Response:
     """Score a decision; returns the reward it produced (idempotent)."""
-    # The service straight from the app and the answer encoded directly, as in
-    # routes/route.py: FeedbackOut documents it, a test pins the two together.
+    # As in routes/route.py: the key first, then the body validated by pydantic's JSON
+    # parser, the service straight from the app and the answer encoded directly
+    # (FeedbackOut documents it, a test pins the two together).
+    principal = await authenticate(request)
+    body = await parse(request, FeedbackIn)
     service: RouterService = request.app.state.service
     result = await service.feedback(
         decision_id=body.decision_id, tenant=principal.tenant, score=body.score,

@@ -56,6 +56,16 @@ async def test_requests_need_a_valid_key(tenants: Tenants) -> None:
     assert (await tenants.anonymous.client.get("/healthz")).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/v1/route", "/v1/feedback"])
+@pytest.mark.parametrize("raw", [b"{not json", b"", b'{"colour": 1}'], ids=["garbage", "empty",
+                                                                          "invalid"])
+async def test_the_key_is_checked_before_the_body(tenants: Tenants, path: str,
+                                                  raw: bytes) -> None:
+    r = await tenants.anonymous.client.post(path, content=raw,
+                                            headers={"content-type": "application/json"})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "unauthorized", r.text
+
+
 async def test_tenants_cannot_see_each_other(tenants: Tenants) -> None:
     out = await tenants.acme.route(prompt="acme's secret plan")
     did = out["decision_id"]
