@@ -9,7 +9,6 @@ Nothing happens at import time.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -135,7 +134,6 @@ def create_app(settings: Settings) -> FastAPI:
             log.info("routebandit serving %d models, policy %s (%d learned), database %s",
                      len(service.catalog), service.policy.version, service.policy.n_learned,
                      pre.store.engine.url.render_as_string(hide_password=True))
-            _tune_gc()
             yield
 
     app = FastAPI(
@@ -181,22 +179,6 @@ async def _start_versions(app: FastAPI, settings: Settings, service: RouterServi
     await manager.start()
     stack.push_async_callback(manager.stop)
     app.state.versions = manager
-
-
-def _tune_gc() -> None:
-    # Only in a process that froze its imports before serving (`routebandit serve`):
-    # tests build many apps in one process and must stay fully collectable.
-    if not gc.get_freeze_count():
-        return
-    # What start-up built (policy, engine, compiled statements) lives as long as the
-    # process: out of the collector's view with the imports.
-    gc.collect()
-    gc.freeze()
-    # 32 requests in flight hold thousands of young objects; at the default 700 each
-    # young collection promoted them, which set off a full collection every few seconds
-    # (10-30 ms each, a p99 spike). At 10,000 / 20 / 20 a 25 s wrk run saw none, and the
-    # young collections cost less than half as much CPU in total.
-    gc.set_threshold(10_000, 20, 20)
 
 
 def _include_gateway_routes(app: FastAPI) -> None:
