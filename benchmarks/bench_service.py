@@ -110,7 +110,7 @@ def start(kind: str, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
                "--data-dir", data_dir, "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a first start creates the MLflow store (seconds)
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):

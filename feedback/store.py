@@ -424,12 +424,16 @@ class Store:
         *,
         tenant: str | None = None,
         kind: str | None = None,
+        limit: int | None = None,
     ) -> Iterator[LoggedExample]:
         """Decisions with feedback, oldest first; ``since`` <= decision time < ``until``.
 
         Streams in chunks, so it is safe on large logs. Filter ``kind="policy"`` for
         off-policy evaluation: forced (pass-through) decisions carry probability 1.
+        ``limit`` keeps only the newest ``limit`` of them (read newest first with a
+        LIMIT, then returned oldest first), e.g. a snapshot's evaluation window.
         """
+        order = (DecisionRow.created_at, DecisionRow.id)
         stmt = (
             select(
                 DecisionRow.id, DecisionRow.payload, DecisionRow.created_at, DecisionRow.kind,
@@ -437,7 +441,7 @@ class Store:
                 FeedbackRow.reward_cost_usd, FeedbackRow.reward_latency_ms,
             )
             .join(FeedbackRow, FeedbackRow.decision_id == DecisionRow.id)
-            .order_by(DecisionRow.created_at, DecisionRow.id)
+            .order_by(*(c.desc() for c in order) if limit is not None else order)
         )
         if since is not None:
             stmt = stmt.where(DecisionRow.created_at >= since)
@@ -447,14 +451,14 @@ class Store:
             stmt = stmt.where(DecisionRow.tenant == tenant)
         if kind is not None:
             stmt = stmt.where(DecisionRow.kind == kind)
+        if limit is not None:
+            with self._conn() as conn:
+                rows = conn.execute(stmt.limit(max(limit, 0))).all()
+            yield from (_logged_example(row) for row in reversed(rows))
+            return
         with self._conn() as conn:
             for row in conn.execution_options(yield_per=500).execute(stmt):
-                yield LoggedExample(
-                    decision_id=row.id, decision=Decision.from_dict(row.payload),
-                    reward=row.reward, quality=row.score, cost_usd=row.reward_cost_usd,
-                    latency_ms=row.reward_latency_ms, created_at=row.created_at,
-                    kind=row.kind, tenant=row.tenant, feedback_seq=row.seq,
-                )
+                yield _logged_example(row)
 
     def count(self, what: str) -> int:
         """Rows in ``decisions``, ``feedback``, ``outcomes`` or ``learn_log``."""
@@ -656,6 +660,14 @@ def _new_feedback(fb: FeedbackInput, now: datetime) -> FeedbackRecord:
         reward_latency_ms=fb.reward_latency_ms, latency_ms=fb.latency_ms,
         input_tokens=fb.input_tokens, output_tokens=fb.output_tokens, cost_usd=fb.cost_usd,
         source=fb.source,
+    )
+
+
+def _logged_example(row: Any) -> LoggedExample:
+    return LoggedExample(
+        decision_id=row.id, decision=Decision.from_dict(row.payload), reward=row.reward,
+        quality=row.score, cost_usd=row.reward_cost_usd, latency_ms=row.reward_latency_ms,
+        created_at=row.created_at, kind=row.kind, tenant=row.tenant, feedback_seq=row.seq,
     )
 
 

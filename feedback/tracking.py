@@ -62,6 +62,7 @@ VERSION_TAG = "routebandit.version"
 HISTORY_TAG = "routebandit.champion_history"
 HISTORY_MAX = 100
 _URI_LOCK = threading.RLock()
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 class TrackingError(RouteBanditError):
@@ -298,6 +299,23 @@ class Tracker:
             return Path(self.tracking_uri[len("sqlite:///") :]).is_file()
         return True
 
+    def prepare(self, *, create: bool = False) -> None:
+        """Import what logging a version needs and open the store (``create`` it if missing).
+
+        For start-up: otherwise the first snapshot imports MLflow, pandas and matplotlib
+        (~2 s of CPU) and creates the store (MLflow's migrations, ~6 s) under load, in a
+        thread that competes with requests for the GIL. Without ``create`` a missing local
+        store stays missing.
+        """
+        import matplotlib.backends.backend_agg  # noqa: F401  (log_figure renders with it)
+        import matplotlib.figure  # noqa: F401
+        import mlflow.models  # noqa: F401
+        import mlflow.pyfunc  # noqa: F401  (and pandas)
+
+        _policy_model_class()
+        if create or self.exists():
+            self.experiment_id()  # opens, or creates, the store and the experiment
+
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
@@ -314,6 +332,9 @@ class Tracker:
 
         with _URI_LOCK, _translated():
             prev_t, prev_r = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+            # set_tracking_uri also exports MLFLOW_TRACKING_URI (and the registry's):
+            # restored too, or resolve_tracking_uri would later read MLflow's default.
+            prev_env = {k: os.environ.get(k) for k in _URI_ENV}
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.tracking_uri)
             try:
@@ -321,6 +342,11 @@ class Tracker:
             finally:
                 mlflow.set_tracking_uri(prev_t)
                 mlflow.set_registry_uri(prev_r)
+                for k, v in prev_env.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:

@@ -6,8 +6,9 @@
   (the challenger also decides on every request and only logs) or ``ab`` (a percentage of
   user keys, sticky by a stable hash, is served by the challenger).
 * :class:`Arms` holds the champion and challenger and routes one request by the split.
-* :class:`SnapshotSchedule` says when to snapshot: every N learned feedbacks, every T
-  seconds, and on shutdown.
+* :class:`SnapshotSchedule` says when to snapshot: every N learned feedbacks or every T
+  seconds, never more often than a floor (so a high feedback rate does not snapshot
+  every few seconds), and on shutdown.
 
 The registry is anything with ``alias_version`` and ``load_version`` (a
 :class:`feedback.tracking.Tracker`); every call into it blocks, so async code calls
@@ -190,19 +191,30 @@ class Logger(Protocol):
 
 
 class SnapshotSchedule:
-    """Snapshot every ``every_n`` learned feedbacks or ``every_s`` seconds (if any new).
+    """Snapshot every ``every_n`` learned feedbacks or ``every_s`` seconds (if any new),
+    but never sooner than ``min_s`` seconds after the previous snapshot (or start-up).
 
-    >>> s = SnapshotSchedule(every_n=100, every_s=60.0, clock=lambda: 0.0)
-    >>> s.due(99), s.due(100)
+    >>> now = [0.0]
+    >>> s = SnapshotSchedule(every_n=100, every_s=600.0, min_s=60.0, clock=lambda: now[0])
+    >>> s.due(99), s.due(5000)     # 5,000 learned in the first minute: not yet
+    (False, False)
+    >>> now[0] = 60.0; s.due(99), s.due(100)
     (False, True)
-    >>> s.mark(100); s.due(150)
-    False
+    >>> s.mark(100); now[0] = 660.0; s.due(101)    # every_s passed: one new is enough
+    True
     """
 
-    def __init__(self, *, every_n: int = 1000, every_s: float = 900.0,
+    def __init__(self, *, every_n: int = 1000, every_s: float = 900.0, min_s: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if every_n < 1:
+            raise RouteBanditError(f"snapshot every_n: must be at least 1, got {every_n!r}")
+        if not every_s > 0:
+            raise RouteBanditError(f"snapshot every_s: must be positive, got {every_s!r}")
+        if not min_s >= 0:
+            raise RouteBanditError(f"snapshot min_s: must be >= 0, got {min_s!r}")
         self.every_n = every_n
         self.every_s = every_s
+        self.min_s = min_s
         self._clock = clock
         self._last_n = 0
         self._last_t = clock()
@@ -211,7 +223,8 @@ class SnapshotSchedule:
         new = n_learned - self._last_n
         if new <= 0:
             return False
-        return new >= self.every_n or self._clock() - self._last_t >= self.every_s
+        elapsed = self._clock() - self._last_t
+        return elapsed >= self.min_s and (new >= self.every_n or elapsed >= self.every_s)
 
     def pending(self, n_learned: int) -> bool:
         """Whether anything was learned since the last snapshot."""

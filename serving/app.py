@@ -34,6 +34,7 @@ from serving.service import RouterService
 from serving.settings import Settings, SettingsError
 
 log = logging.getLogger("routebandit")
+SNAPSHOT_FLOOR_S = 60.0
 
 DESCRIPTION = """\
 routebandit routes each prompt to the LLM a contextual bandit expects to do best under
@@ -173,12 +174,33 @@ async def _start_versions(app: FastAPI, settings: Settings, service: RouterServi
     manager = VersionManager(
         service, Tracker(uri), store=store, poll_interval_s=settings.versions_poll_s,
         snapshot_every=settings.snapshot_every, snapshot_interval_s=settings.snapshot_interval_s,
+        # At most one snapshot a minute however fast feedback arrives (each costs a
+        # second or more of CPU in this process), unless snapshot_interval_s asks for more.
+        snapshot_min_interval_s=min(SNAPSHOT_FLOOR_S, settings.snapshot_interval_s),
         split=Split(settings.split_mode, settings.split_percent),
         may_snapshot=(lambda: True) if cluster is None else (lambda: cluster.learner.leader),
     )
     await manager.start()
     stack.push_async_callback(manager.stop)
     app.state.versions = manager
+
+
+def prepare_tracking(settings: Settings) -> None:
+    """Create the MLflow tracking store now if it is missing (``routebandit serve``).
+
+    Otherwise the first snapshot creates it, under load: MLflow's migrations take seconds
+    and compete with requests for the GIL. A store that cannot be reached is logged; the
+    service starts anyway and retries at every poll.
+    """
+    if not settings.policy_versions:
+        return
+    from feedback.tracking import Tracker, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(settings.tracking_uri, data_dir=settings.resolved_data_dir)
+    try:
+        Tracker(uri).prepare(create=True)
+    except Exception as exc:  # e.g. a tracking server that is down: serve without it
+        log.warning("policy versions: cannot prepare the tracking store %s: %s", uri, exc)
 
 
 def _include_gateway_routes(app: FastAPI) -> None:
@@ -200,4 +222,4 @@ def _version() -> str:
         return "0.0.0"
 
 
-__all__ = ["Preflight", "create_app", "preflight"]
+__all__ = ["Preflight", "create_app", "preflight", "prepare_tracking"]

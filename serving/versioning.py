@@ -7,10 +7,14 @@
   already descends from it) and swaps to a newly promoted or rolled-back version with
   ``RouterService.swap_policy``: a reference swap, so no request is dropped;
 * keeps the ``challenger`` loaded for shadow and A/B modes (:attr:`arms`);
-* snapshots the live policy every N learned feedbacks or T seconds, and on shutdown.
+* snapshots the live policy every N learned feedbacks or T seconds, never more often
+  than once a minute by default, and on shutdown; each snapshot is scored on the newest
+  ``snapshot_window`` logged decisions (one query with a LIMIT).
 
 Every MLflow call blocks, so each runs in a thread; a tracking store that is down is
-logged and retried at the next poll, never raised into request handling.
+logged and retried at the next poll, never raised into request handling. What a snapshot
+imports (MLflow, pandas, matplotlib) is imported at start-up, with the store opened, so
+that the first snapshot under load does not do it while holding the GIL.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class VersionManager:
         poll_interval_s: float = 10.0,
         snapshot_every: int = 1000,
         snapshot_interval_s: float = 900.0,
+        snapshot_min_interval_s: float = 60.0,
         snapshot_window: int = 5000,
         split: Split | None = None,
         may_snapshot: Callable[[], bool] = lambda: True,
@@ -81,7 +86,8 @@ class VersionManager:
         self.challenger: Policy | None = None
         self.snapshots = Snapshotter(
             tracker,
-            schedule=SnapshotSchedule(every_n=snapshot_every, every_s=snapshot_interval_s),
+            schedule=SnapshotSchedule(every_n=snapshot_every, every_s=snapshot_interval_s,
+                                      min_s=snapshot_min_interval_s),
             examples=self._recent_examples,
         )
         self._since = datetime.now(timezone.utc)
@@ -102,6 +108,8 @@ class VersionManager:
         if self.split.mode != "off" and hasattr(self.service, "arms"):
             self.service.arms = lambda: self.arms  # RouterService.route asks per request
         try:
+            if self.tracker.exists():  # never creates a store: `routebandit serve` does
+                await asyncio.to_thread(self.tracker.prepare)
             await self.poll_once()
         except Exception:  # the router serves its checkpoint while tracking is down
             log.exception("policy versions: cannot reach the tracking store at start-up")
@@ -163,5 +171,4 @@ class VersionManager:
         if self.store is None:
             return ()
         since = min(self._since, datetime.now(timezone.utc) - timedelta(hours=1))
-        rows = list(self.store.logged(since, None, kind="policy"))
-        return rows[-self.snapshot_window:]
+        return list(self.store.logged(since, None, kind="policy", limit=self.snapshot_window))

@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from serving.app import create_app, preflight
+    from serving.app import create_app, preflight, prepare_tracking
 
     settings = settings_from(args, host=args.host, port=args.port, catalog=args.catalog,
                              policy=args.policy, log_level=args.log_level)
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if pre.dev_mode:
         print(f"routebandit: DEVELOPMENT MODE (no API keys): bound to {settings.host} only; "
               "create keys with `routebandit keys create --tenant NAME`", file=sys.stderr)
+    prepare_tracking(settings)  # MLflow's store and imports now, not under load
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, workers=1,
                             log_level=settings.log_level, access_log=False, lifespan="on")

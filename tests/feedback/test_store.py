@@ -144,6 +144,10 @@ def test_logged_joins_decisions_with_feedback_in_time_order(store: Store) -> Non
     window = list(store.logged(since=t0 + timedelta(seconds=1), until=t0 + timedelta(seconds=2)))
     assert [r.decision_id for r in window] == [ids[1]]
     assert list(store.logged(tenant="nobody")) == []
+    newest = list(store.logged(limit=2))  # the last two with feedback, oldest first
+    assert [r.decision_id for r in newest] == ids[1:3] and newest == rows[1:]
+    assert [r.decision_id for r in store.logged(since=t0, limit=10)] == ids[:3]
+    assert list(store.logged(limit=0)) == []
 
 
 def test_checkpoint_marks_what_it_learned(store: Store) -> None:

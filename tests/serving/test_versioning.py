@@ -92,7 +92,7 @@ async def test_shadow_mode_loads_the_challenger(service: RouterService, tracker)
 async def test_snapshots_on_schedule_and_shutdown(service: RouterService, tracker) -> None:
     before = {v.version for v in tracker.list_versions()}
     manager = VersionManager(service, tracker, store=service.store, poll_interval_s=3600,
-                             snapshot_every=5)
+                             snapshot_every=5, snapshot_min_interval_s=0)
     await manager.start()
     policy = service.policy
     relearn(policy, synthetic.traffic(5, seed=9))
@@ -104,11 +104,40 @@ async def test_snapshots_on_schedule_and_shutdown(service: RouterService, tracke
     assert all(v.kind == "snapshot" and v.parent == policy.version for v in new)
 
 
+async def test_fast_feedback_snapshots_at_most_once_a_minute(service: RouterService,
+                                                             tracker) -> None:
+    before = {v.version for v in tracker.list_versions()}
+    manager = VersionManager(service, tracker, store=service.store, poll_interval_s=3600,
+                             snapshot_every=5)  # the default floor: 60 s
+    await manager.start()
+    relearn(service.policy, synthetic.traffic(20, seed=13))  # 4x snapshot_every at once
+    await manager.poll_once()
+    assert {v.version for v in tracker.list_versions()} == before
+    manager.snapshots.schedule.min_s = 0.0  # as if the minute had passed
+    await manager.poll_once()
+    manager.snapshots.schedule.min_s = 3600.0
+    await manager.stop()  # the shutdown snapshot ignores the floor
+    new = [v for v in tracker.list_versions() if v.version not in before]
+    assert [v.params.get("snapshot.reason") for v in new] == ["schedule"]
+
+
+async def test_a_snapshot_scores_the_newest_window_of_decisions(service: RouterService,
+                                                                tracker) -> None:
+    for i in range(6):
+        decision_id, _ = await service.route(RouteRequest(prompt=f"question {i}"))
+        await service.feedback(decision_id=decision_id, tenant=None, score=i / 5)
+    await service.writer.flush()
+    manager = VersionManager(service, tracker, store=service.store, snapshot_window=4)
+    window = manager._recent_examples()
+    assert [e.quality for e in window] == [0.4, 0.6, 0.8, 1.0]
+
+
 async def test_a_cluster_follower_never_snapshots(service: RouterService, tracker) -> None:
     before = {v.version for v in tracker.list_versions()}
     leader = False
     manager = VersionManager(service, tracker, store=service.store, poll_interval_s=3600,
-                             snapshot_every=5, may_snapshot=lambda: leader)
+                             snapshot_every=5, snapshot_min_interval_s=0,
+                             may_snapshot=lambda: leader)
     await manager.start()
     relearn(service.policy, synthetic.traffic(6, seed=11))
     await manager.poll_once()
@@ -196,3 +225,28 @@ async def test_the_app_can_run_without_policy_versions(tmp_path: Path) -> None:
     async with app.router.lifespan_context(app):
         assert not hasattr(app.state, "versions")
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_serve_prepares_the_tracking_store_before_serving(tmp_path: Path) -> None:
+    from serving.app import prepare_tracking
+    from serving.settings import load_settings
+
+    prepare_tracking(load_settings(data_dir=str(tmp_path / "off"), policy_versions=False))
+    assert not (tmp_path / "off" / "mlflow.db").exists()
+    prepare_tracking(load_settings(data_dir=str(tmp_path / "on")))
+    assert (tmp_path / "on" / "mlflow.db").is_file()  # not left to the first snapshot
+
+
+async def test_the_snapshot_floor_is_a_minute_unless_the_interval_is_shorter(
+    tracker, tmp_path: Path
+) -> None:
+    from serving.app import create_app
+    from serving.settings import load_settings
+
+    for interval, floor in ((900.0, 60.0), (5.0, 5.0)):
+        settings = load_settings(data_dir=str(tmp_path), tracking_uri=tracker.tracking_uri,
+                                 versions_poll_s=3600, snapshot_interval_s=interval)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            schedule = app.state.versions.snapshots.schedule
+            assert (schedule.min_s, schedule.every_s) == (floor, interval)
