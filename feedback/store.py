@@ -288,8 +288,9 @@ class Store:
                 conn.exec_driver_sql(_SQLITE_INSERT_DECISION, rows)
             elif rows:
                 conn.execute(self._insert(DecisionRow), rows)
-            for out in outcomes:
-                result.outcomes.append(self._outcome_one(conn, out))
+            for start in range(0, len(outcomes), _ROWS_PER_INSERT):
+                result.outcomes += self._outcomes_many(
+                    conn, outcomes[start:start + _ROWS_PER_INSERT])
             for start in range(0, len(feedback), _FEEDBACK_CHUNK):
                 chunk = feedback[start:start + _FEEDBACK_CHUNK]
                 result.feedback += self._feedback_many(conn, chunk)
@@ -304,23 +305,43 @@ class Store:
         """
         return _sqlite_decision_row(p) if self.dialect == "sqlite" else _decision_values(p)
 
-    def _outcome_one(self, conn: Connection, out: OutcomeRecord) -> bool | StoreError:
+    def _outcomes_many(
+        self, conn: Connection, batch: Sequence[OutcomeRecord]
+    ) -> list[bool | StoreError]:
+        # Two statements for the whole batch, not two per outcome (as _feedback_many).
+        # The results are those of storing the outcomes one at a time, in order: the
+        # first outcome of a decision wins, a later one (in this batch or not) is False.
         ph = self._ph
-        exists = conn.exec_driver_sql(
-            f"SELECT 1 FROM decisions WHERE id = {ph}", (out.decision_id,)
-        ).first()
-        if exists is None:
-            return UnknownDecisionError(out.decision_id)
-        row = (out.decision_id, self._ts(out.created_at), out.latency_ms, out.ttft_ms,
-               out.input_tokens, out.output_tokens, out.tokens_estimated, out.cost_usd,
-               out.status, out.error)
-        res = conn.exec_driver_sql(
-            f"INSERT INTO outcomes ({', '.join(_OUTCOME_COLUMNS)}) VALUES "
-            f"({', '.join(ph for _ in _OUTCOME_COLUMNS)}) "
-            "ON CONFLICT (decision_id) DO NOTHING",
-            row,
-        )
-        return bool(res.rowcount)
+        ids = list(dict.fromkeys(out.decision_id for out in batch))
+        known = {row[0] for row in conn.exec_driver_sql(
+            f"SELECT id FROM decisions WHERE id IN ({', '.join(ph for _ in ids)})",
+            tuple(ids),
+        )}
+        first: dict[str, OutcomeRecord] = {}
+        for out in batch:
+            if out.decision_id in known:
+                first.setdefault(out.decision_id, out)
+        stored: set[str] = set()
+        if first:
+            one = f"({', '.join(ph for _ in _OUTCOME_COLUMNS)})"
+            params: list[Any] = []
+            for out in first.values():
+                params += (out.decision_id, self._ts(out.created_at), out.latency_ms,
+                           out.ttft_ms, out.input_tokens, out.output_tokens,
+                           out.tokens_estimated, out.cost_usd, out.status, out.error)
+            stored = {row[0] for row in conn.exec_driver_sql(
+                f"INSERT INTO outcomes ({', '.join(_OUTCOME_COLUMNS)}) VALUES "
+                f"{', '.join(one for _ in first)} "
+                "ON CONFLICT (decision_id) DO NOTHING RETURNING decision_id",
+                tuple(params),
+            )}
+        result: list[bool | StoreError] = []
+        for out in batch:
+            if out.decision_id not in known:
+                result.append(UnknownDecisionError(out.decision_id))
+            else:
+                result.append(first.get(out.decision_id) is out and out.decision_id in stored)
+        return result
 
     def _feedback_many(
         self, conn: Connection, batch: Sequence[FeedbackInput]
@@ -629,6 +650,7 @@ _FEEDBACK_COLUMNS = ("decision_id", "tenant", "created_at", "score", "latency_ms
                      "reward_cost_usd", "reward_latency_ms")
 # Feedback rows per INSERT: 12 parameters each, well under every driver's limit.
 _FEEDBACK_CHUNK = 500
+_ROWS_PER_INSERT = _FEEDBACK_CHUNK  # outcome rows too (10 parameters each)
 _SQLITE_INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _DECISION_COLUMNS)})"

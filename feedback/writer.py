@@ -1,8 +1,11 @@
 """Group commit: the service's one writer to the store.
 
-Decisions are buffered and written every ``flush_interval_s`` (at most one second, so a
-crash loses at most the last second of decisions); outcomes and feedback wake the writer
-and are acknowledged only after their transaction commits. One writer task, one batch in
+Decisions and outcomes are buffered and written every ``flush_interval_s`` (at most one
+second, so a crash loses at most the last second of them); feedback wakes the writer,
+since ``/v1/feedback`` answers only once it is committed. Outcomes too are acknowledged
+only after their transaction commits, but nobody waits on that answer (the gateway
+hands them over in the background), and waking the writer for each one gave low
+concurrency traffic a commit per outcome. One writer task, one batch in
 flight: a decision is always written in the same transaction as, or an earlier one than,
 any outcome or feedback that refers to it, so ``/v1/feedback`` never misses a decision
 this process returned. Until its batch commits a decision is served from memory
@@ -113,7 +116,8 @@ class BatchWriter:
             raise StoreError("the writer is not running")
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._ops.append(_Op(item, fut))
-        self._wake.set()
+        if isinstance(item, FeedbackInput):  # outcomes wait for the next flush
+            self._wake.set()
         return await fut
 
     # -- the writer task ----------------------------------------------------------------

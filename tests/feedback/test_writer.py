@@ -1,0 +1,53 @@
+"""The group-commit writer (feedback/writer.py): feedback commits before its answer,
+outcomes wait for the next flush, and a batch of outcomes is stored as one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+from feedback.errors import UnknownDecisionError
+from feedback.models import utcnow
+from feedback.records import FeedbackInput, OutcomeRecord
+from feedback.store import Store
+from feedback.writer import BatchWriter
+from tests.feedback.test_store import new_decision
+
+
+def outcome(decision_id: str, latency_ms: float = 100.0) -> OutcomeRecord:
+    return OutcomeRecord(decision_id=decision_id, created_at=utcnow(), latency_ms=latency_ms)
+
+
+async def test_outcomes_wait_for_the_flush_and_feedback_does_not(store: Store) -> None:
+    a, _ = new_decision(store)
+    b, _ = new_decision(store)
+    writer = BatchWriter(store, flush_interval_s=1.0)
+    flushes: list[int] = []
+    writer.on_flush = lambda n_decisions, n_ops, seconds: flushes.append(n_ops)
+    writer.start()
+    try:
+        stored = asyncio.ensure_future(writer.outcome(outcome(a)))
+        await asyncio.sleep(0.2)
+        assert not stored.done() and store.count("outcomes") == 0  # not woken by it
+        fb = FeedbackInput(decision_id=b, tenant="acme", score=0.5, reward=0.5,
+                           reward_cost_usd=0.0, reward_latency_ms=0.0)
+        result = await asyncio.wait_for(writer.feedback(fb), timeout=0.5)
+        assert not result.duplicate and store.count("feedback") == 1
+        assert await stored is True  # committed with the feedback, in one batch
+        assert flushes == [2]
+    finally:
+        await writer.stop()
+
+
+def test_a_batch_of_outcomes_is_stored_as_one_at_a_time(store: Store) -> None:
+    a, _ = new_decision(store)
+    b, _ = new_decision(store)
+    assert store.record_outcome(decision_id=b, latency_ms=1.0) is True
+    result = store.write_batch(outcomes=[
+        outcome(a, 10.0), outcome("0" * 32), outcome(a, 20.0), outcome(b, 30.0)])
+    first, unknown, *rest = result.outcomes
+    assert first is True and isinstance(unknown, UnknownDecisionError)
+    assert rest == [False, False]  # a's second outcome and b's were not stored
+    record = store.get_decision(a)
+    assert record is not None and record.outcome is not None
+    assert record.outcome.latency_ms == 10.0  # the first of the batch won
+    assert store.count("outcomes") == 2
