@@ -1,21 +1,101 @@
 """Running estimates of what a call to each model costs and how long it takes.
 
 They are learned only from the outcomes of calls the router actually made, and seeded
-by the catalog (list prices, a latency prior) until then. The policy feeds them, scaled
-by the request's reward weights, to Vowpal Wabbit as action features, so a request that
+by the catalog (list prices, a latency prior) until then. The policy adds them, scaled
+by the request's reward weights, to each model's predicted quality, so a request that
 values money or time more sees the trade-off move at once.
+
+Cost depends on the prompt: a model's answers to a coding task are many times longer
+than its answers to a multiple-choice question. Besides a pooled figure per model, each
+model has exact online ridge fits of its answer length (priced models) and of its call
+cost (models without list prices) on :func:`describe` of the prompt: its size and its
+dense sketch, which separates kinds of prompts. The fits take over from the pooled
+figures once a model has :data:`MIN_FIT_OBSERVATIONS` outcomes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from bandit.catalog import ModelSpec
 
 DEFAULT_OUTPUT_TOKENS = 256.0
 DEFAULT_LATENCY_MS = 1000.0
+#: Length of the prompt sketch the per-prompt fits read (namespace ``e`` of the features).
+SKETCH_DIM = 24
+#: A per-prompt fit is trusted from this many observations of its model on.
+MIN_FIT_OBSERVATIONS = 30
+_COST_SCALE = 1e-3  # fits in thousandths of a dollar
+_TOKENS_SCALE = 100.0  # fits in hundreds of output tokens
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def describe(input_tokens: float, sketch: Sequence[float] | None) -> FloatArray:
+    """What the per-prompt fits read: ``[1, input_tokens / 1000, sketch...]``.
+
+    >>> describe(500, (0.6, 0.8)).tolist()[:4]
+    [1.0, 0.5, 0.6, 0.8]
+    """
+    out = np.zeros(2 + SKETCH_DIM)
+    out[0] = 1.0
+    out[1] = float(input_tokens) / 1000.0
+    if sketch:
+        n = min(len(sketch), SKETCH_DIM)
+        out[2 : 2 + n] = sketch[:n]
+    return out
+
+
+class _Ridge:
+    """Online ridge regression ``y ~ theta . x`` (Sherman-Morrison, exact at every step).
+
+    The intercept is barely regularised, the other coefficients with ``ridge``: with few
+    observations the fit is close to their mean, with many it follows the prompt.
+    """
+
+    def __init__(self, dim: int, ridge: float = 1.0) -> None:
+        prior = np.full(dim, 1.0 / ridge)
+        prior[0] = 1e4
+        self.inv: FloatArray = np.diag(prior)
+        self.b: FloatArray = np.zeros(dim)
+        self.theta: FloatArray = np.zeros(dim)
+        self.n = 0.0
+        self.y_max = 0.0
+
+    def add(self, x: FloatArray, y: float) -> None:
+        v = self.inv @ x
+        self.inv -= np.outer(v, v) / (1.0 + float(x @ v))
+        self.b += y * x
+        self.theta = self.inv @ self.b
+        self.n += 1.0
+        self.y_max = max(self.y_max, y)
+
+    def predict(self, x: FloatArray) -> float:
+        # Never below zero nor wildly above anything seen (a fit far from its data).
+        return min(max(float(self.theta @ x), 0.0), 2.0 * self.y_max)
+
+    def to_list(self) -> list[Any]:
+        blob = np.concatenate([self.inv.ravel(), self.b]).astype("<f8").tobytes()
+        return [self.n, self.y_max, base64.b64encode(blob).decode()]
+
+    @classmethod
+    def from_list(cls, dim: int, raw: Sequence[Any]) -> _Ridge:
+        out = cls(dim)
+        values = np.frombuffer(base64.b64decode(raw[2]), dtype="<f8")
+        if values.size != dim * dim + dim:
+            raise ValueError(f"a fit of {dim} features needs {dim * dim + dim} numbers, "
+                             f"got {values.size}")
+        out.inv = values[: dim * dim].reshape(dim, dim).astype(np.float64)
+        out.b = values[dim * dim :].astype(np.float64)
+        out.theta = out.inv @ out.b
+        out.n, out.y_max = float(raw[0]), float(raw[1])
+        return out
 
 
 @dataclass
@@ -92,6 +172,12 @@ class Estimates:
     output_tokens: dict[str, _Stat] = field(default_factory=dict)
     cost: dict[str, _Line] = field(default_factory=dict)
     latency: dict[str, _Stat] = field(default_factory=dict)
+    # Per-prompt fits on :func:`describe` (prompt size and sketch): how long a model's
+    # answers and how costly its calls are for *this kind* of prompt. Answers to a
+    # coding task are ten times longer than to a multiple-choice question, so a single
+    # mean per model misprices every kind of prompt but the most frequent one.
+    output_fit: dict[str, _Ridge] = field(default_factory=dict)
+    cost_fit: dict[str, _Ridge] = field(default_factory=dict)
 
     def observe(
         self,
@@ -101,28 +187,54 @@ class Estimates:
         output_tokens: float | None,
         cost_usd: float | None,
         latency_ms: float | None,
+        sketch: Sequence[float] | None = None,
     ) -> None:
-        """Record the outcome of a call this router made to ``model``."""
+        """Record the outcome of a call this router made to ``model``.
+
+        ``sketch`` is the prompt's dense sketch (``context.dense["e"]``), when known.
+        """
+        x = describe(input_tokens or 0.0, sketch)
         if output_tokens is not None and output_tokens >= 0:
             self.output_tokens.setdefault(model, _Stat()).add(float(output_tokens))
+            self._fit(self.output_fit, model).add(x, float(output_tokens) / _TOKENS_SCALE)
         if cost_usd is not None and cost_usd >= 0:
             self.cost.setdefault(model, _Line()).add(float(input_tokens or 0), cost_usd)
+            self._fit(self.cost_fit, model).add(x, float(cost_usd) / _COST_SCALE)
         if latency_ms is not None and latency_ms >= 0:
             self.latency.setdefault(model, _Stat()).add(float(latency_ms))
 
-    def cost_usd(self, spec: ModelSpec, *, input_tokens: int, max_tokens: int | None) -> float:
-        """Expected cost of one call: list prices when known, else observed cost."""
+    @staticmethod
+    def _fit(table: dict[str, _Ridge], model: str) -> _Ridge:
+        fit = table.get(model)
+        if fit is None:
+            fit = table[model] = _Ridge(2 + SKETCH_DIM)
+        return fit
+
+    def cost_usd(self, spec: ModelSpec, *, input_tokens: int, max_tokens: int | None,
+                 prompt: FloatArray | None = None) -> float:
+        """Expected cost of one call: list prices when known, else observed cost.
+
+        ``prompt`` is :func:`describe` of the request: with it, and once a model has
+        :data:`MIN_FIT_OBSERVATIONS` outcomes, the per-prompt fits are used.
+        """
         # Called for every eligible model on every decision: plain lookups, no throwaway
         # _Stat objects.
         if spec.input_price > 0 or spec.output_price > 0:
+            fit = self.output_fit.get(spec.name) if prompt is not None else None
             stat = self.output_tokens.get(spec.name)
-            if stat is not None and stat.n:
+            if fit is not None and fit.n >= MIN_FIT_OBSERVATIONS and prompt is not None:
+                out = fit.predict(prompt) * _TOKENS_SCALE
+            elif stat is not None and stat.n:
                 out = stat.total / stat.n
             else:
                 out = min(DEFAULT_OUTPUT_TOKENS, float(max_tokens or DEFAULT_OUTPUT_TOKENS))
             if max_tokens is not None:
                 out = min(out, float(max_tokens))
             return spec.call_cost_usd(input_tokens=input_tokens, output_tokens=out)
+        if prompt is not None:
+            fit = self.cost_fit.get(spec.name)
+            if fit is not None and fit.n >= MIN_FIT_OBSERVATIONS:
+                return fit.predict(prompt) * _COST_SCALE
         line = self.cost.get(spec.name)
         fitted = line.predict(float(input_tokens)) if line is not None else None
         return 0.0 if fitted is None else fitted
@@ -142,6 +254,8 @@ class Estimates:
             "output_tokens": {m: [s.n, s.total] for m, s in self.output_tokens.items()},
             "latency": {m: [s.n, s.total] for m, s in self.latency.items()},
             "cost": {m: line.to_list() for m, line in self.cost.items()},
+            "output_fit": {m: f.to_list() for m, f in self.output_fit.items()},
+            "cost_fit": {m: f.to_list() for m, f in self.cost_fit.items()},
         }
 
     @classmethod
@@ -153,4 +267,9 @@ class Estimates:
                 table[model] = _Stat(float(n), float(total))
         for model, values in raw.get("cost", {}).items():
             est.cost[model] = _Line(*(float(v) for v in values))
+        # Estimates saved before the per-prompt fits existed load without them.
+        for name in ("output_fit", "cost_fit"):
+            table = getattr(est, name)
+            for model, values in raw.get(name, {}).items():
+                table[model] = _Ridge.from_list(2 + SKETCH_DIM, values)
         return est

@@ -39,7 +39,7 @@ from bandit.catalog import Catalog
 from bandit.constraints import eligible_models
 from bandit.decision import Action, Decision
 from bandit.errors import PolicyError
-from bandit.estimates import Estimates
+from bandit.estimates import Estimates, describe
 from bandit.exploration import epsilon_greedy, greedy, softmax, squarecb
 from bandit.features import FEATURE_VERSION, Context
 from bandit.reward import RewardWeights, penalty
@@ -47,6 +47,8 @@ from bandit.vwformat import action_features, labelled, shared_line
 
 EXPLORATIONS = ("squarecb", "epsilon", "softmax")
 _MAGIC = b"RBPOLICY1\n"
+#: The dense namespace the cost and answer-length fits read (bandit.estimates.describe).
+SKETCH_NAMESPACE = "e"
 _RETIRED_CONFIG_FIELDS = frozenset({"bag_size", "cover_size", "mellowness", "normalized"})
 
 
@@ -280,9 +282,11 @@ class Policy:
             self._action_text = (catalog, text)
         estimates = self._estimates
         input_tokens, max_tokens = context.input_tokens, context.max_tokens
+        prompt = describe(input_tokens, context.dense.get(SKETCH_NAMESPACE))
         return tuple(
             Action(spec.name, text[spec.name],
-                   estimates.cost_usd(spec, input_tokens=input_tokens, max_tokens=max_tokens),
+                   estimates.cost_usd(spec, input_tokens=input_tokens, max_tokens=max_tokens,
+                                      prompt=prompt),
                    estimates.latency_ms(spec))
             for spec in eligible_models(catalog, context, allow=allow)
         )
@@ -449,6 +453,7 @@ class Policy:
                     output_tokens=outcome.get("output_tokens"),
                     cost_usd=outcome.get("cost_usd"),
                     latency_ms=outcome.get("latency_ms"),
+                    sketch=decision.context.dense.get(SKETCH_NAMESPACE),
                 )
             self._state.n_learned += 1
 

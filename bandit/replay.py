@@ -43,11 +43,11 @@ import vowpal_wabbit_next as vw
 from bandit.catalog import Catalog, ModelSpec
 from bandit.decision import Decision
 from bandit.errors import PolicyError, RequestError
-from bandit.estimates import Estimates
+from bandit.estimates import Estimates, describe
 from bandit.features import Context, featurize, parse_request
 from bandit.frontier import FrontierMetrics, frontier_metrics
 from bandit.outcomes import OutcomeTable
-from bandit.policy import Policy, PolicyConfig
+from bandit.policy import SKETCH_NAMESPACE, Policy, PolicyConfig
 from bandit.reward import COST_UNIT_USD, RewardWeights, reward
 from bandit.vwformat import shared_line
 
@@ -539,7 +539,8 @@ def full_information_predictions(
         for j, m in enumerate(table.models):
             estimates.observe(m, input_tokens=contexts[i].input_tokens,
                               output_tokens=float(table.output_chars[i, j]) / 4.0,
-                              cost_usd=float(table.cost_usd[i, j]), latency_ms=None)
+                              cost_usd=float(table.cost_usd[i, j]), latency_ms=None,
+                              sketch=contexts[i].dense.get(SKETCH_NAMESPACE))
     rng = np.random.default_rng(config.seed)
     for p in range(config.full_info_passes):
         for i in order if p == 0 else rng.permutation(order):
@@ -561,7 +562,9 @@ def full_information_predictions(
             if not isinstance(score, (int, float)):
                 raise PolicyError(f"the regressor predicted {score!r}, not a number")
             pred[n, j] = float(score)
+            prompt = describe(contexts[i].input_tokens, contexts[i].dense.get(SKETCH_NAMESPACE))
             cost[n, j] = estimates.cost_usd(spec, input_tokens=contexts[i].input_tokens,
+                                            prompt=prompt,
                                             max_tokens=None)
         if progress is not None:
             progress(1)
