@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.auth import authenticate
-from serving.routes.body import INVALID, openapi_body, parse
+from serving.routes.body import INVALID, DirectRoute, openapi_body, parse
 from serving.service import RouterService
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(tags=["feedback"], route_class=DirectRoute)
 
 NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 Tokens = Annotated[int, Field(strict=True, ge=0, le=100_000_000)]

@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bandit.errors import RequestError
 from serving.auth import authenticate
-from serving.routes.body import INVALID, openapi_body, parse
+from serving.routes.body import INVALID, DirectRoute, openapi_body, parse
 from serving.service import RouteRequest, RouterService
 
-router = APIRouter(tags=["routing"])
+router = APIRouter(tags=["routing"], route_class=DirectRoute)
 
 Weight = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 
