@@ -19,6 +19,7 @@ import time
 import vowpal_wabbit_next as vw
 
 from bandit import Catalog, ModelSpec, Policy, featurize, parse_request
+from bandit.estimates import MIN_FIT_OBSERVATIONS
 
 WORDS = (
     "the model should explain how a binary search tree keeps its keys ordered and why "
@@ -52,10 +53,15 @@ def main() -> None:
     )
     policy = Policy(catalog, seed=0)
     prompts = [make_prompt(rng) for _ in range(200)]
-    # Warm up and give the policy something learned.
-    for p in prompts:
-        d = policy.decide(featurize(parse_request(prompt=p)))
-        policy.learn(d, reward=rng.random())
+    # Warm up and give the policy something learned: grades, answer lengths and
+    # latencies, enough for every model's per-prompt cost fit to be in use.
+    for k in range(1000):
+        d = policy.decide(featurize(parse_request(prompt=prompts[k % len(prompts)])))
+        q = rng.random()
+        policy.learn(d, reward=q, outcome={"quality": q,
+                                           "output_tokens": float(rng.randint(5, 800)),
+                                           "latency_ms": rng.uniform(200.0, 3000.0)})
+    fitted = sum(f.n >= MIN_FIT_OBSERVATIONS for f in policy.estimates.output_fit.values())
 
     ws = vw.Workspace(["--cb_adf", "--quiet"])
     parser_vw = vw.TextFormatParser(ws)
@@ -80,7 +86,8 @@ def main() -> None:
     r50, r99 = percentiles(router)
     b50, b99 = percentiles(bare)
     print(f"featurize+decide, 2000-char prompt, 11 models, n={args.n}, "
-          f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
+          f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}, "
+          f"per-prompt cost fits in use for {fitted} of 11 models")
     mean = statistics.mean(router)
     print(f"  router : p50 {r50:7.1f} us   p99 {r99:7.1f} us   mean {mean:7.1f} us")
     print(f"  bare VW: p50 {b50:7.1f} us   p99 {b99:7.1f} us   (pre-parsed predict only)")
