@@ -15,6 +15,7 @@ this process returned. Until its batch commits a decision is served from memory
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -42,6 +43,7 @@ class BatchWriter:
         flush_interval_s: float = 0.2,
         max_pending: int = 50_000,
         on_flush: Any = None,
+        inline: bool | None = None,
     ) -> None:
         if not 0 < flush_interval_s <= 1.0:
             raise ValueError("flush_interval_s: must be in (0, 1] seconds")
@@ -49,6 +51,14 @@ class BatchWriter:
         self.flush_interval_s = flush_interval_s
         self.max_pending = max_pending
         self.on_flush = on_flush  # callable(n_decisions, n_ops, seconds) for metrics
+        # Where a batch is written. SQLite is a local file and a batch takes a few
+        # milliseconds: written on the event loop, it delays requests by that much once
+        # per batch. Written in a worker thread, it fights the event loop for the GIL
+        # (the driver binds every row's parameters holding it and drops it for each
+        # step): on `benchmarks/bench_service.py` that stretched requests arriving
+        # meanwhile to 40-65 ms, the p99 of /v1/route. A server database answers over
+        # the network, so it keeps the thread.
+        self.inline = (store.dialect == "sqlite") if inline is None else inline
         self._decisions: deque[PendingDecision] = deque()
         self._pending: dict[str, PendingDecision] = {}
         self._ops: list[_Op] = []
@@ -154,13 +164,14 @@ class BatchWriter:
         outcomes = [op for op in ops if isinstance(op.item, OutcomeRecord)]
         feedback = [op for op in ops if isinstance(op.item, FeedbackInput)]
         started = time.perf_counter()
+        write = functools.partial(
+            self.store.write_batch,
+            decisions=decisions,
+            outcomes=[op.item for op in outcomes],  # type: ignore[misc]
+            feedback=[op.item for op in feedback],  # type: ignore[misc]
+        )
         try:
-            result = await asyncio.to_thread(
-                self.store.write_batch,
-                decisions=decisions,
-                outcomes=[op.item for op in outcomes],  # type: ignore[misc]
-                feedback=[op.item for op in feedback],  # type: ignore[misc]
-            )
+            result = write() if self.inline else await asyncio.to_thread(write)
         except StoreError as exc:
             self.last_error = str(exc)
             log.error("write of %d decisions and %d operations failed: %s",

@@ -4,6 +4,7 @@ outcomes wait for the next flush, and a batch of outcomes is stored as one at a 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from feedback.errors import UnknownDecisionError
 from feedback.models import utcnow
@@ -51,3 +52,30 @@ def test_a_batch_of_outcomes_is_stored_as_one_at_a_time(store: Store) -> None:
     assert record is not None and record.outcome is not None
     assert record.outcome.latency_ms == 10.0  # the first of the batch won
     assert store.count("outcomes") == 2
+
+
+async def test_sqlite_batches_are_written_on_the_event_loop_and_others_in_a_thread(
+    store: Store,
+) -> None:
+    a, _ = new_decision(store)
+    threads: list[int] = []
+    real = store.write_batch
+
+    def recording(**kwargs: object) -> object:
+        threads.append(threading.get_ident())
+        return real(**kwargs)  # type: ignore[arg-type]
+
+    store.write_batch = recording  # type: ignore[method-assign]
+    loop_thread = threading.get_ident()
+    fb = FeedbackInput(decision_id=a, tenant="acme", score=0.5, reward=0.5,
+                       reward_cost_usd=0.0, reward_latency_ms=0.0)
+    for inline in (True, False):
+        writer = BatchWriter(store, flush_interval_s=1.0, inline=inline)
+        writer.start()
+        try:
+            await asyncio.wait_for(writer.feedback(fb), timeout=2.0)
+        finally:
+            await writer.stop()
+        assert (threads[-1] == loop_thread) is inline
+    # The default follows the database: inline for SQLite, a thread for a server.
+    assert BatchWriter(store).inline is (store.dialect == "sqlite")
