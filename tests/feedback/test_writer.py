@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
+from typing import Any
 
 from feedback.errors import UnknownDecisionError
 from feedback.models import utcnow
-from feedback.records import FeedbackInput, OutcomeRecord
+from feedback.records import FeedbackInput, OutcomeRecord, PendingDecision
 from feedback.store import Store
 from feedback.writer import BatchWriter
 from tests.feedback.test_store import new_decision
@@ -79,3 +81,37 @@ async def test_sqlite_batches_are_written_on_the_event_loop_and_others_in_a_thre
         assert (threads[-1] == loop_thread) is inline
     # The default follows the database: inline for SQLite, a thread for a server.
     assert BatchWriter(store).inline is (store.dialect == "sqlite")
+
+
+async def test_inline_batches_are_written_in_slices_and_keep_their_order(store: Store) -> None:
+    from feedback import writer as writer_module
+    from tests.feedback.test_store import decide
+
+    n = writer_module.INLINE_SLICE * 2 + 5
+    d = decide()
+    pendings = [PendingDecision(decision_id=uuid.uuid4().hex, decision=d, tenant="acme",
+                                created_at=utcnow()) for _ in range(n)]
+    calls: list[tuple[int, int]] = []
+    real = store.write_batch
+
+    def recording(**kwargs: Any) -> Any:
+        calls.append((len(kwargs.get("decisions") or []), len(kwargs.get("feedback") or [])))
+        return real(**kwargs)
+
+    store.write_batch = recording  # type: ignore[method-assign]
+    writer = BatchWriter(store, flush_interval_s=1.0, inline=True)
+    writer.start()
+    try:
+        for p in pendings:
+            writer.add_decision(p)
+        # Feedback on the very last decision rides the last slice, with it.
+        fb = FeedbackInput(decision_id=pendings[-1].decision_id, tenant=pendings[-1].tenant,
+                           score=0.5, reward=0.5, reward_cost_usd=0.0, reward_latency_ms=0.0)
+        result = await asyncio.wait_for(writer.feedback(fb), timeout=5.0)
+    finally:
+        await writer.stop()
+    assert not result.duplicate
+    s = writer_module.INLINE_SLICE
+    assert calls[:3] == [(s, 0), (s, 0), (5, 1)]
+    assert store.count("decisions") >= n
+    assert writer.pending(pendings[0].decision_id) is None  # written, no longer in memory
