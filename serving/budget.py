@@ -31,6 +31,7 @@ from sqlalchemy import bindparam, text
 from bandit.reward import RewardWeights
 from feedback.errors import StoreError
 from serving.errors import BudgetExceededError
+from serving.tasks import cancel
 
 log = logging.getLogger("routebandit.budget")
 
@@ -122,11 +123,8 @@ class Budgets:
         self._task = asyncio.create_task(self._loop(), name="routebandit-budgets")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

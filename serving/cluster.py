@@ -21,6 +21,7 @@ from feedback.election import AdvisoryLock, ClusterLearner
 from feedback.learner import Learner
 from feedback.store import Store
 from serving.settings import Settings, SettingsError
+from serving.tasks import cancel
 
 log = logging.getLogger("routebandit.cluster")
 
@@ -70,11 +71,8 @@ class Coordinator:
         self._task = asyncio.create_task(self._loop(), name="routebandit-cluster")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await asyncio.to_thread(self.learner.close)
 
     async def tick(self) -> None:

@@ -20,7 +20,6 @@ that the first snapshot under load does not do it while holding the GIL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from feedback.versions import (
     Split,
     serving_version,
 )
+from serving.tasks import cancel
 
 if TYPE_CHECKING:
     from feedback.tracking import Tracker
@@ -117,11 +117,8 @@ class VersionManager:
 
     async def stop(self) -> None:
         """Stop polling and snapshot what was learned since the last snapshot."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if not self.tracker.exists() or not self.may_snapshot():
             return  # a shutdown alone creates no store; a follower never snapshots
         try:
