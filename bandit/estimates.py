@@ -220,9 +220,9 @@ class Estimates:
         # Called for every eligible model on every decision: plain lookups, no throwaway
         # _Stat objects.
         if spec.input_price > 0 or spec.output_price > 0:
-            fit = self.output_fit.get(spec.name) if prompt is not None else None
+            fit = self.output_fit.get(spec.name)
             stat = self.output_tokens.get(spec.name)
-            if fit is not None and fit.n >= MIN_FIT_OBSERVATIONS and prompt is not None:
+            if prompt is not None and fit is not None and fit.n >= MIN_FIT_OBSERVATIONS:
                 out = fit.predict(prompt) * _TOKENS_SCALE
             elif stat is not None and stat.n:
                 out = stat.total / stat.n

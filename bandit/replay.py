@@ -557,15 +557,14 @@ def full_information_predictions(
     cost = np.empty((len(rows), table.n_models))
     for n, i in enumerate(rows):
         arm_lines = lines(contexts[i])
+        prompt = describe(contexts[i].input_tokens, contexts[i].dense.get(SKETCH_NAMESPACE))
         for j, spec in enumerate(catalog):
             score = ws.predict_one(parser.parse_line(arm_lines[j]))
             if not isinstance(score, (int, float)):
                 raise PolicyError(f"the regressor predicted {score!r}, not a number")
             pred[n, j] = float(score)
-            prompt = describe(contexts[i].input_tokens, contexts[i].dense.get(SKETCH_NAMESPACE))
             cost[n, j] = estimates.cost_usd(spec, input_tokens=contexts[i].input_tokens,
-                                            prompt=prompt,
-                                            max_tokens=None)
+                                            max_tokens=None, prompt=prompt)
         if progress is not None:
             progress(1)
     return np.clip(pred, 0.0, 1.0), cost
