@@ -151,14 +151,9 @@ class ClusterLearner(Learner):
     # -- the Learner interface, cluster style -------------------------------------------
     def resume(self, make_policy: Callable[[], Policy]) -> Policy:
         """Serve the newest checkpoint; learning waits for the election (:meth:`tick`)."""
-        cp = self.store.latest_checkpoint()
-        policy = Policy.from_bytes(cp.blob) if cp is not None and cp.blob else make_policy()
+        policy, cp = self._load(make_policy)
         with self._lock:
-            self._policy = policy
-            self.last_checkpoint = cp
             self.served_checkpoint = None if cp is None else cp.id
-            self._pending.clear()
-            self._pending_seqs.clear()
         return policy
 
     def learn_many(self, items: object) -> int:

@@ -72,8 +72,8 @@ class Learner:
         """Feedback learned in memory but not yet in a checkpoint."""
         return len(self._pending)
 
-    def resume(self, make_policy: Callable[[], Policy]) -> Policy:
-        """Load the newest checkpoint (else ``make_policy()``) and learn what it lacks."""
+    def _load(self, make_policy: Callable[[], Policy]) -> tuple[Policy, Checkpoint | None]:
+        """Take the newest checkpoint's policy (else ``make_policy()``), nothing pending."""
         cp = self.store.latest_checkpoint()
         policy = Policy.from_bytes(cp.blob) if cp is not None and cp.blob else make_policy()
         with self._lock:
@@ -81,6 +81,11 @@ class Learner:
             self.last_checkpoint = cp
             self._pending.clear()
             self._pending_seqs.clear()
+        return policy, cp
+
+    def resume(self, make_policy: Callable[[], Policy]) -> Policy:
+        """Load the newest checkpoint (else ``make_policy()``) and learn what it lacks."""
+        policy, _ = self._load(make_policy)
         caught_up = self.learn_many(self.store.unlearned())
         if caught_up:
             log.info("learned %d feedback the last checkpoint had not", caught_up)
