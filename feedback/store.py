@@ -9,7 +9,7 @@ place. Driver errors are translated into :class:`~feedback.errors.StoreError`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -56,22 +56,35 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x726F757465  # "route": the advisory lock serialising migrations
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cur = dbapi_connection.cursor()
-    # WAL: readers never block the writer; NORMAL: a commit survives a process crash
-    # (not a power cut) without an fsync per transaction.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+#: The largest the WAL file is left after a reset, on the connections of a store whose
+#: WAL a :class:`~feedback.writer.WalCheckpointer` thread checkpoints (SQLite reuses the
+#: file rather than shrinking it; ``journal_size_limit`` truncates it back to this). The
+#: thread also checkpoints once the file grows past it.
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
+
+
+def _sqlite_pragmas(wal_autocheckpoint: int | None) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cur = dbapi_connection.cursor()
+        # WAL: readers never block the writer; NORMAL: a commit survives a process crash
+        # (not a power cut) without an fsync per transaction.
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=10000")
+        if wal_autocheckpoint is not None:
+            cur.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
+            cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        cur.close()
+
+    return on_connect
 
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, *, wal_autocheckpoint: int | None = None) -> Engine:
     # orjson: decision payloads are the bulk of what the service writes.
     # hide_parameters: driver errors (which reach the logs) never carry the values, e.g.
     # prompt text or key hashes.
@@ -88,7 +101,7 @@ def _make_engine(url: str) -> Engine:
             **({"poolclass": StaticPool} if memory else {"pool_size": 8, "max_overflow": 8}),
             **json_args,
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(wal_autocheckpoint))
         return engine
     # An unreachable server fails a connection attempt in seconds (a 503), never hangs it;
     # keepalives and tcp_user_timeout (libpq) give up on an open connection whose server
@@ -109,6 +122,15 @@ class BatchResult:
     feedback: list[FeedbackResult | StoreError] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class WalCheckpoint:
+    """What ``PRAGMA wal_checkpoint`` reported (see :meth:`Store.wal_checkpoint`)."""
+
+    busy: bool  # blocked by another checkpoint, or (RESTART, TRUNCATE) by a reader or writer
+    log_frames: int  # frames in the WAL
+    checkpointed_frames: int  # of which are now in the database file
+
+
 class Store:
     """Decisions, outcomes, feedback, learner checkpoints, API keys.
 
@@ -118,10 +140,18 @@ class Store:
     >>> store.close()
     """
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, migrate: bool = True, wal_autocheckpoint: int | None = None
+    ) -> None:
+        # wal_autocheckpoint (SQLite only): the WAL pages after which a commit checkpoints
+        # the WAL itself, inside the committing transaction; None keeps SQLite's 1000.
+        # The service passes a far larger one, a backstop, and checkpoints from a thread
+        # (feedback.writer.WalCheckpointer); its connections then also truncate the WAL
+        # file back to WAL_SIZE_LIMIT after each reset.
         self.url = url
+        self.wal_autocheckpoint = wal_autocheckpoint
         try:
-            self.engine = _make_engine(url)
+            self.engine = _make_engine(url, wal_autocheckpoint=wal_autocheckpoint)
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise StoreError(f"database_url: cannot open {_redact(url)}: {exc}") from exc
         self.dialect = self.engine.dialect.name
@@ -160,6 +190,33 @@ class Store:
     def ping(self) -> None:
         with self._conn() as conn:
             conn.execute(select(1))
+
+    # -- SQLite's write-ahead log ------------------------------------------------------
+    @property
+    def wal_path(self) -> Path | None:
+        """The SQLite database's WAL file; ``None`` for other databases and in memory."""
+        u = self.engine.url
+        if self.dialect != "sqlite" or u.database in (None, "", ":memory:"):
+            return None
+        return Path(f"{Path(str(u.database)).expanduser()}-wal")
+
+    def wal_checkpoint(self, mode: str = "PASSIVE") -> WalCheckpoint:
+        """Copy the WAL's committed pages into the database file (SQLite only).
+
+        PASSIVE never waits and leaves out pages that readers still need; TRUNCATE (or
+        RESTART) waits up to the busy timeout for readers and writers, then empties the
+        WAL file. Either way nothing committed is lost: a page not yet copied stays in
+        the WAL. Raises :class:`StoreError` if SQLite fails.
+        """
+        if mode not in _CHECKPOINT_MODES:
+            raise ValueError(f"mode: must be one of {', '.join(_CHECKPOINT_MODES)}")
+        if self.dialect != "sqlite":
+            raise StoreError(f"wal_checkpoint: not a SQLite database ({self.dialect})")
+        with self._conn() as conn:
+            busy, log_frames, done = conn.exec_driver_sql(
+                f"PRAGMA wal_checkpoint({mode})").one()
+        return WalCheckpoint(busy=bool(busy), log_frames=int(log_frames),
+                             checkpointed_frames=int(done))
 
     @contextmanager
     def _conn(self, *, write: bool = False) -> Iterator[Connection]:
@@ -651,6 +708,7 @@ _FEEDBACK_COLUMNS = ("decision_id", "tenant", "created_at", "score", "latency_ms
 # Feedback rows per INSERT: 12 parameters each, well under every driver's limit.
 _FEEDBACK_CHUNK = 500
 _ROWS_PER_INSERT = _FEEDBACK_CHUNK  # outcome rows too (10 parameters each)
+_CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 _SQLITE_INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _DECISION_COLUMNS)})"

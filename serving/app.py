@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from prometheus_client import Counter
 
 from bandit.catalog import Catalog, example_catalog_path
 from bandit.errors import CatalogError, PolicyError
 from bandit.policy import Policy, PolicyConfig
 from feedback.store import Store
+from feedback.writer import WAL_BACKSTOP_PAGES, WalCheckpointer
 from serving import errors
 from serving.auth import KeyRing
 from serving.budget import start_budgets
@@ -70,7 +72,12 @@ def preflight(settings: Settings) -> Preflight:
             raise SettingsError(f"setting 'data_dir' ({data_dir}): {exc.strerror}") from exc
         if not os.access(data_dir, os.W_OK):
             raise SettingsError(f"setting 'data_dir' ({data_dir}): not writable")
-    store = Store(settings.resolved_database_url)
+    # On SQLite the service checkpoints the WAL from a thread (_start_wal_checkpoints);
+    # SQLite's automatic checkpoint stays armed far above it, as a backstop. The CLI's
+    # stores keep SQLite's default.
+    background = settings.wal_checkpoint_interval_s > 0
+    store = Store(settings.resolved_database_url,
+                  wal_autocheckpoint=WAL_BACKSTOP_PAGES if background else None)
     dev_mode = store.count_api_keys() == 0
     if dev_mode and not settings.loopback:
         store.close()
@@ -127,6 +134,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.keyring = KeyRing(pre.store, dev_mode=pre.dev_mode)
         async with AsyncExitStack() as stack:
             stack.callback(pre.store.close)
+            # Before service.start: stops after service.stop, with the writer's last batch.
+            _start_wal_checkpoints(app, settings, service, pre.store, stack)
             await service.start(lambda: _policy_factory(settings, pre.catalog))
             await start_cluster(app, service, cluster, stack)  # stops after service.stop
             stack.push_async_callback(service.stop)
@@ -158,6 +167,25 @@ def create_app(settings: Settings) -> FastAPI:
     body.document(app, (route.RouteIn, feedback.FeedbackIn))  # validated by the routes
     _include_gateway_routes(app)
     return app
+
+
+def _start_wal_checkpoints(app: FastAPI, settings: Settings, service: RouterService,
+                           store: Store, stack: AsyncExitStack) -> None:
+    """SQLite: checkpoint the WAL from a thread; a TRUNCATE one once the writer stopped."""
+    if settings.wal_checkpoint_interval_s <= 0 or store.wal_path is None:
+        return
+    # Its own counter here until serving/metrics.py has one: in the service's registry,
+    # so /metrics shows it. Incremented from the thread (prometheus_client locks).
+    counter = Counter("routebandit_wal_checkpoints", "SQLite WAL checkpoints, by mode and "
+                      "result (ok, busy, error).", ["mode", "result"],
+                      registry=service.metrics.registry)
+    checkpointer = WalCheckpointer(
+        store, interval_s=settings.wal_checkpoint_interval_s,
+        on_checkpoint=lambda mode, result, _seconds: counter.labels(mode, result).inc(),
+    )
+    checkpointer.start()
+    stack.push_async_callback(asyncio.to_thread, checkpointer.stop)
+    app.state.wal_checkpointer = checkpointer
 
 
 async def _start_versions(app: FastAPI, settings: Settings, service: RouterService,

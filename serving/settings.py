@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     flush_interval_ms: int = Field(
         200, ge=1, le=1000, description="Decision write-behind interval (<= 1 s)."
     )
+    wal_checkpoint_interval_s: float = Field(
+        1.0, ge=0, le=60, description="SQLite: checkpoint the WAL from a thread this often "
+        "(sooner at 4 MiB); 0: SQLite's automatic checkpoint, inside the writer's commits."
+    )
     checkpoint_every: int = Field(1000, ge=1, description="Checkpoint after this many learns.")
     checkpoint_interval_s: float = Field(30.0, gt=0, description="...or this often.")
     learn_forced: bool = Field(True, description="Learn from forced (pass-through) decisions.")
