@@ -1,7 +1,8 @@
 """Exploration: turn the policy's per-model scores into a probability mass function.
 
 The formulas are Vowpal Wabbit's (``cb_explore_adf``): SquareCB (Foster & Rakhlin,
-2020) by default, epsilon-greedy and softmax as options, and greedy for evaluation.
+2020), epsilon-greedy and softmax, and greedy for evaluation; and Thompson sampling over
+Beta posteriors of quality (:func:`thompson`).
 They run over the *combined* score of each model, ``w_q * predicted_quality -
 expected_penalty``, so a request that changes the reward weights changes the pmf at
 once, and the probability of every choice is known exactly and logged.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+import numpy as np
 
 
 def greedy(scores: Sequence[float]) -> list[float]:
@@ -65,3 +68,38 @@ def squarecb(scores: Sequence[float], gamma: float) -> list[float]:
             pmf[i] = 1.0 / (k + gamma * (top - s))
     pmf[best] = max(0.0, 1.0 - sum(pmf))
     return pmf
+
+
+def thompson(
+    means: Sequence[float],
+    strengths: Sequence[float],
+    penalties: Sequence[float],
+    *,
+    quality_weight: float,
+    draws: int,
+    rng: np.random.Generator,
+) -> list[float]:
+    """Thompson sampling's pmf, estimated from ``draws`` posterior draws.
+
+    Model ``a``'s quality is ``Beta(means[a] * strengths[a], (1 - means[a]) *
+    strengths[a])``; each draw scores ``quality_weight * quality - penalties[a]`` and
+    counts for its best model. Returned: the share of draws each model won, smoothed
+    with one draw spread evenly (so every model keeps a probability of at least
+    ``1 / (K * (draws + 1))``). A model is then sampled from this very pmf, so the
+    probability a decision logs is exact even though the pmf is an estimate.
+
+    >>> rng = np.random.default_rng(0)
+    >>> pmf = thompson([0.9, 0.1], [100, 100], [0, 0], quality_weight=1, draws=64, rng=rng)
+    >>> round(pmf[0], 3), round(sum(pmf), 6)
+    (0.992, 1.0)
+    """
+    k = len(means)
+    mean = np.clip(np.asarray(means, dtype=np.float64), 1e-3, 1.0 - 1e-3)
+    strength = np.maximum(np.asarray(strengths, dtype=np.float64), 1e-3)
+    # Exact Beta draws: a normal approximation with the same variance (four times
+    # cheaper) lost 3-6 points of cost on the RouterBench replay; near a quality of 1
+    # the Beta's skew matters.
+    sample = rng.beta(mean * strength, (1.0 - mean) * strength, size=(draws, k))
+    scores = quality_weight * sample - np.asarray(penalties, dtype=np.float64)
+    wins = np.bincount(np.argmax(scores, axis=1), minlength=k)
+    return [(float(w) + 1.0 / k) / (draws + 1.0) for w in wins]

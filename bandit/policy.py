@@ -33,6 +33,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
+import numpy as np
 import vowpal_wabbit_next as vw
 
 from bandit.catalog import Catalog
@@ -40,12 +41,13 @@ from bandit.constraints import eligible_models
 from bandit.decision import Action, Decision
 from bandit.errors import PolicyError
 from bandit.estimates import Estimates, describe
-from bandit.exploration import epsilon_greedy, greedy, softmax, squarecb
+from bandit.exploration import epsilon_greedy, greedy, softmax, squarecb, thompson
 from bandit.features import FEATURE_VERSION, Context
+from bandit.kinds import KindStats, kind_of
 from bandit.reward import RewardWeights, penalty
 from bandit.vwformat import action_features, labelled, shared_line
 
-EXPLORATIONS = ("squarecb", "epsilon", "softmax")
+EXPLORATIONS = ("squarecb", "thompson", "epsilon", "softmax")
 _MAGIC = b"RBPOLICY1\n"
 #: The dense namespace the cost and answer-length fits read (bandit.estimates.describe).
 SKETCH_NAMESPACE = "e"
@@ -60,7 +62,7 @@ class PolicyConfig:
     ['--cb_adf', '--cb_type', 'dr']
     """
 
-    exploration: str = "squarecb"
+    exploration: str = "thompson"
     epsilon: float = 0.05
     gamma_scale: float = 1.0
     gamma_exponent: float = 0.5
@@ -81,6 +83,15 @@ class PolicyConfig:
     # adaptive learning rates, one explored grade weighted 1/p = 30 freezes a model's
     # estimate near that single label (docs/policy.md, "Importance weights").
     max_importance_weight: float = 1.0
+    # Pool grades per kind of prompt (bandit.kinds): the regression's prediction is the
+    # prior, worth ``prior_strength`` grades, and the kind's observed grades update it.
+    kind_pooling: bool = True
+    prior_strength: float = 8.0
+    # A kind is established (its prior no longer depends on the prompt, and Thompson
+    # sampling explores it) once it has this many grades; before, SquareCB.
+    min_kind_grades: int = 20
+    # Thompson sampling's pmf is estimated from this many posterior draws.
+    thompson_draws: int = 64
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -97,7 +108,13 @@ class PolicyConfig:
         if not (math.isfinite(self.max_importance_weight) and self.max_importance_weight >= 1):
             raise PolicyError("max_importance_weight: must be a number >= 1, "
                               f"got {self.max_importance_weight!r}")
-        for name in ("gamma_scale", "learning_rate", "softmax_lambda"):
+        if not 1 <= self.thompson_draws <= 10_000:
+            raise PolicyError(
+                f"thompson_draws: must be between 1 and 10000, got {self.thompson_draws!r}")
+        if self.min_kind_grades < 0:
+            raise PolicyError("min_kind_grades: must be >= 0, "
+                              f"got {self.min_kind_grades!r}")
+        for name in ("gamma_scale", "learning_rate", "softmax_lambda", "prior_strength"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise PolicyError(f"{name}: must be a positive number, got {value!r}")
@@ -119,7 +136,11 @@ class PolicyConfig:
         return args + list(self.extra_args)
 
     def explore(self, scores: list[float], *, n_learned: int) -> list[float]:
-        """The pmf this configuration puts over ``scores``."""
+        """The pmf this configuration puts over ``scores``.
+
+        ``thompson`` needs posteriors, which :class:`Policy` has: here (a kind with too
+        few grades) it falls back to SquareCB.
+        """
         if self.exploration == "epsilon":
             return epsilon_greedy(scores, self.epsilon)
         if self.exploration == "softmax":
@@ -196,8 +217,11 @@ class Policy:
         self.seed = int(seed)
         self._catalog = catalog
         self._estimates = Estimates()
+        self._kinds = KindStats()
         self._state = _State()
         self._rng = random.Random(self.seed)
+        # Thompson sampling's posterior draws (numpy: hundreds per decision).
+        self._draw_rng = np.random.default_rng(self.seed)
         self._lock = threading.RLock()
         self._action_cache: dict[str, Any] = {}
         # Action feature text by model name, for the catalog it was built from (catalogs
@@ -245,6 +269,10 @@ class Policy:
     @property
     def estimates(self) -> Estimates:
         return self._estimates
+
+    @property
+    def kinds(self) -> KindStats:
+        return self._kinds
 
     @property
     def feature_version(self) -> str:
@@ -312,6 +340,31 @@ class Policy:
         return examples
 
     def predict_quality(self, context: Context, actions: tuple[Action, ...]) -> list[float]:
+        """The policy's expected quality of each action, in the order of ``actions``.
+
+        VW's prediction, updated by the grades pooled for the prompt's kind
+        (:mod:`bandit.kinds`) when ``kind_pooling`` is on.
+        """
+        return self._beliefs(context, actions)[0]
+
+    def _beliefs(self, context: Context,
+                 actions: tuple[Action, ...]) -> tuple[list[float], list[float], float]:
+        """``(posterior mean quality, posterior strength, grades of the kind)``."""
+        prior = self.predict_vw_quality(context, actions)
+        n0 = self.config.prior_strength
+        if not self.config.kind_pooling:
+            return prior, [n0] * len(prior), 0.0
+        kind = kind_of(context)
+        models = [a.model for a in actions]
+        ns, sums, total = self._kinds.counts(kind, models)
+        if total >= self.config.min_kind_grades:
+            # Established: the kind's mean prediction, the same for every prompt of it.
+            prior = [q if m is None else m
+                     for q, m in zip(prior, self._kinds.prior_means(kind, models), strict=True)]
+        means = [(n0 * q + s) / (n0 + n) for q, n, s in zip(prior, ns, sums, strict=True)]
+        return means, [n0 + n for n in ns], total
+
+    def predict_vw_quality(self, context: Context, actions: tuple[Action, ...]) -> list[float]:
         """VW's predicted quality of each action, in the order of ``actions``."""
         with self._lock:
             try:
@@ -350,9 +403,28 @@ class Policy:
         *,
         weights: RewardWeights | None = None,
     ) -> list[float]:
-        """This policy's probability for each action (its pmf), in the order of ``actions``."""
-        combined = self.combined_scores(context, actions, weights=weights)
-        return self.config.explore(combined, n_learned=self._state.n_learned)
+        """This policy's probability for each action (its pmf), in the order of ``actions``.
+
+        Thompson sampling's pmf is estimated from draws of a generator seeded with the
+        policy's seed, so the same policy gives the same answer every time.
+        """
+        w = weights or self.weights
+        with self._lock:
+            beliefs = self._beliefs(context, actions)
+            return self._pmf(beliefs, actions, w, np.random.default_rng(self.seed))
+
+    def _pmf(self, beliefs: tuple[list[float], list[float], float],
+             actions: tuple[Action, ...], weights: RewardWeights,
+             rng: np.random.Generator) -> list[float]:
+        means, strengths, grades = beliefs
+        config = self.config
+        if config.exploration == "thompson" and grades >= config.min_kind_grades:
+            penalties = [penalty(weights, cost_usd=a.expected_cost_usd,
+                                 latency_ms=a.expected_latency_ms) for a in actions]
+            return thompson(means, strengths, penalties, quality_weight=weights.quality,
+                            draws=config.thompson_draws, rng=rng)
+        return config.explore(_combine(means, actions, weights),
+                              n_learned=self._state.n_learned)
 
     def decide(
         self,
@@ -372,10 +444,10 @@ class Policy:
         w = weights or self.weights
         with self._lock:
             actions = self.actions_for(context, allow=allow)
-            quality = self.predict_quality(context, actions)
-            combined = _combine(quality, actions, w)
+            beliefs = self._beliefs(context, actions)
+            quality = beliefs[0]
             if explore:
-                probs = self.config.explore(combined, n_learned=self._state.n_learned)
+                probs = self._pmf(beliefs, actions, w, self._draw_rng)
                 u = self._rng.random()
                 index, acc = len(probs) - 1, 0.0
                 for i, p in enumerate(probs):
@@ -386,7 +458,7 @@ class Policy:
                 if probs[index] <= 0:  # float round-off at the very top of the range
                     index = max(range(len(probs)), key=lambda i: probs[i])
             else:
-                probs = greedy(combined)
+                probs = greedy(_combine(quality, actions, w))
                 index = probs.index(1.0)
             version = self._state.version
         return Decision(
@@ -410,6 +482,7 @@ class Policy:
         reward: float,
         *,
         outcome: Mapping[str, float | None] | None = None,
+        revisit: bool = False,
     ) -> None:
         """Learn from the reward of the model ``decision`` chose (and only that model).
 
@@ -417,6 +490,9 @@ class Policy:
         reward implies once the expected penalty the decision was made with is added
         back. ``outcome`` may also carry the call's measured ``input_tokens``,
         ``output_tokens``, ``cost_usd`` and ``latency_ms``; they refine the estimates.
+        The grade is also counted for the prompt's kind (:mod:`bandit.kinds`), except
+        with ``revisit``: a further pass over a decision already learned, which VW may
+        learn again but which must not count twice as evidence.
         """
         if not math.isfinite(reward):
             raise PolicyError(f"reward: must be finite, got {reward!r}")
@@ -445,6 +521,14 @@ class Policy:
                     self._ws.learn_one(examples)
                 except Exception as exc:
                     raise PolicyError(f"Vowpal Wabbit failed to learn: {exc}") from exc
+                kind = (kind_of(decision.context)
+                        if self.config.kind_pooling and not revisit else None)
+                if kind is not None:
+                    self._kinds.observe(kind, decision.model, min(1.0, max(0.0, quality)))
+                    self._kinds.observe_prior(kind, dict(zip(
+                        (a.model for a in decision.actions),
+                        self.predict_vw_quality(decision.context, decision.actions),
+                        strict=True)))
             if any(outcome.get(k) is not None
                    for k in ("output_tokens", "cost_usd", "latency_ms")):
                 self._estimates.observe(
@@ -471,6 +555,8 @@ class Policy:
                 "catalog": self._catalog.to_dict(),
                 "catalog_digest": self._catalog.digest(),
                 "estimates": self._estimates.to_dict(),
+                "kinds": self._kinds.to_dict(),
+                "draw_rng_state": self._draw_rng.bit_generator.state,
                 "n_learned": self._state.n_learned,
                 "version": self._state.version,
                 "parent": self._state.parent,
@@ -516,6 +602,10 @@ class Policy:
             _model_data=model,
         )
         policy._estimates = Estimates.from_dict(meta["estimates"])
+        # Policies saved before kind pooling existed have no kinds: they start empty.
+        policy._kinds = KindStats.from_dict(meta.get("kinds", {}))
+        if "draw_rng_state" in meta:
+            policy._draw_rng.bit_generator.state = meta["draw_rng_state"]
         policy._state = _State(
             n_learned=int(meta["n_learned"]),
             version=str(meta["version"]),

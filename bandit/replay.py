@@ -424,7 +424,7 @@ def replay_bandit(
             # The logged decision as it was, with its logged probability: nothing about
             # the models it did not choose is looked at.
             decision, r, q = log[k]
-            policy.learn(decision, r, outcome={"quality": q})
+            policy.learn(decision, r, outcome={"quality": q}, revisit=True)
         if progress is not None:
             progress(len(log))
     rows = table.indices("test")

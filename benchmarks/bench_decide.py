@@ -20,6 +20,7 @@ import vowpal_wabbit_next as vw
 
 from bandit import Catalog, ModelSpec, Policy, featurize, parse_request
 from bandit.estimates import MIN_FIT_OBSERVATIONS
+from bandit.kinds import kind_of
 
 WORDS = (
     "the model should explain how a binary search tree keeps its keys ordered and why "
@@ -27,9 +28,20 @@ WORDS = (
 ).split()
 
 
+# Templated traffic, as most applications send: four openings, a different text after.
+# Each opening is a kind of prompt (bandit.kinds) that gathers grades, so the timed
+# decisions take the default's Thompson-sampling path, its most expensive one.
+OPENINGS = (
+    "Answer the question below about data structures in one short paragraph.\n\n",
+    "You are reviewing a pull request: summarise the change described here.\n\n",
+    "Translate the following technical notes into plain English for a manager.\n\n",
+    "Grade this student answer from 0 to 10 and justify the grade briefly.\n\n",
+)
+
+
 def make_prompt(rng: random.Random, chars: int = 2000) -> str:
-    out: list[str] = []
-    size = 0  # a running total (the same prompts as re-summing the list, in linear time)
+    out: list[str] = [rng.choice(OPENINGS)]
+    size = len(out[0])  # a running total (the same prompts as re-summing, in linear time)
     while size < chars:
         out.append(rng.choice(WORDS) + (" " if rng.random() > 0.05 else ".\n\n"))
         size += len(out[-1]) + 1
@@ -62,6 +74,9 @@ def main() -> None:
                                            "output_tokens": float(rng.randint(5, 800)),
                                            "latency_ms": rng.uniform(200.0, 3000.0)})
     fitted = sum(f.n >= MIN_FIT_OBSERVATIONS for f in policy.estimates.output_fit.values())
+    kinds = {kind_of(featurize(parse_request(prompt=p))) for p in prompts}
+    established = sum(policy.kinds.counts(k, [])[2] >= policy.config.min_kind_grades
+                      for k in kinds)
 
     ws = vw.Workspace(["--cb_adf", "--quiet"])
     parser_vw = vw.TextFormatParser(ws)
@@ -87,7 +102,8 @@ def main() -> None:
     b50, b99 = percentiles(bare)
     print(f"featurize+decide, 2000-char prompt, 11 models, n={args.n}, "
           f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}, "
-          f"per-prompt cost fits in use for {fitted} of 11 models")
+          f"per-prompt cost fits in use for {fitted} of 11 models, "
+          f"{policy.config.exploration} on {established} of {len(kinds)} kinds of prompt")
     mean = statistics.mean(router)
     print(f"  router : p50 {r50:7.1f} us   p99 {r99:7.1f} us   mean {mean:7.1f} us")
     print(f"  bare VW: p50 {b50:7.1f} us   p99 {b99:7.1f} us   (pre-parsed predict only)")

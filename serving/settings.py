@@ -27,7 +27,7 @@ from pydantic_settings import (
 )
 
 from bandit.errors import RouteBanditError
-from bandit.policy import EXPLORATIONS
+from bandit.policy import EXPLORATIONS, PolicyConfig
 from bandit.reward import RewardWeights
 
 ENV_PREFIX = "ROUTEBANDIT_"
@@ -76,7 +76,8 @@ class Settings(BaseSettings):
         None, description="Saved policy to start from when the database has no checkpoint."
     )
     seed: int = Field(0, description="Seed of a fresh policy's exploration.")
-    exploration: str = Field("squarecb", description="Exploration of a fresh policy.")
+    exploration: str = Field(PolicyConfig().exploration,
+                             description="Exploration of a fresh policy.")
     profiles: dict[str, Weights] = Field(default_factory=lambda: dict(DEFAULT_PROFILES))
     default_profile: str = Field("balanced", description="Profile used when none is given.")
     store_prompts: bool = Field(False, description="Store raw prompt text with decisions.")

@@ -16,7 +16,7 @@ CATALOG = Catalog.of([ModelSpec(name="good"), ModelSpec(name="bad")])
 
 
 def _estimate_error(cap: float, seed: int) -> float:
-    """Mean absolute error of the learned qualities after explored, rare grades.
+    """Mean absolute error of VW's learned qualities after explored, rare grades.
 
     "good" is right 80% of the time and "bad" 40%. Grades arrive as a real explorer
     would log them: "good" chosen with probability 0.97, "bad" with 0.03.
@@ -34,7 +34,7 @@ def _estimate_error(cap: float, seed: int) -> float:
         q = 1.0 if rng.random() < truth[model] else 0.0
         policy.learn(logged, q, outcome={"quality": q})
     actions = policy.actions_for(ctx)
-    predicted = dict(zip([a.model for a in actions], policy.predict_quality(ctx, actions),
+    predicted = dict(zip([a.model for a in actions], policy.predict_vw_quality(ctx, actions),
                          strict=True))
     return sum(abs(predicted[m] - truth[m]) for m in truth) / len(truth)
 

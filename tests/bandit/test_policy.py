@@ -189,12 +189,13 @@ def _episode(policy: Policy | None, rng: random.Random, steps: int, learn: bool)
     "config",
     [
         PolicyConfig(),
+        PolicyConfig(exploration="squarecb", kind_pooling=False),
         # epsilon=0.05 (the default) explores each of 3 models 1.7% of the time: over
         # 1,500 steps it locks onto a wrong model for a kind in about 1 seed in 3.
         PolicyConfig(exploration="epsilon", epsilon=0.1),
         PolicyConfig(exploration="softmax"),
     ],
-    ids=["squarecb", "epsilon-0.1", "softmax"],
+    ids=["default-thompson-pooled", "squarecb-regression-only", "epsilon-0.1", "softmax"],
 )
 def test_policy_beats_random_and_approaches_the_oracle(config: PolicyConfig) -> None:
     policy = Policy(ENV, config=config, seed=5, weights=RewardWeights(cost=0.0))

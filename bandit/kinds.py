@@ -1,0 +1,148 @@
+"""Quality pooled per kind of prompt, on top of the regression's per-prompt prediction.
+
+Most LLM traffic is templated: an application sends the same instructions, the same
+few-shot examples or the same system prompt with a different question each time, and a
+model that is good at one prompt of a template is usually good at the rest. A bandit
+sees one grade in K per prompt; Vowpal Wabbit's online regression spreads each grade
+over hundreds of crossed weights and, in a few thousand rounds, stays short of the plain
+mean grade of each model on each template (docs/replay.md). This module keeps that mean.
+
+A prompt's *kind* (:func:`kind_of`) is the caller's task tag when the request carries
+one, else its template: the opening words of the last user turn, with the opening words
+of the system prompt (the ``head=`` and ``shead=`` tags of :mod:`bandit.features`).
+One-off prompts get kinds that never gather data and change nothing.
+
+The policy's belief about a model's quality on a prompt is a Beta posterior: a prior
+mean ``m``, worth ``prior_strength`` grades, updated by the kind's ``n`` observed grades
+with sum ``s``::
+
+    mean = (prior_strength * m + s) / (prior_strength + n)
+
+Until a kind has ``min_kind_grades`` grades, ``m`` is the regression's prediction for
+the prompt at hand. From then on the kind is *established* and ``m`` is the mean of the
+regression's predictions for this model over the kind's prompts learned so far: the
+belief, and so the choice, no longer depends on the prompt within the kind. That is what
+keeps the kind's means honest. If the choice followed the regression's per-prompt
+guesses, a model would be tried on the prompts where the others look weak, which tend
+to be the hard ones, and its mean would come out too low: in a RouterBench replay gpt-4
+scored 0.73 on the winogrande prompts it was sent and 0.86 on all of them.
+
+Only the grade of the model that was chosen is ever counted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bandit.features import Context
+
+#: Kinds remembered at most; the least recently updated kind is forgotten first.
+MAX_KINDS = 20_000
+_KIND_TAGS = ("shead=", "head=")
+
+
+def kind_of(context: Context) -> str | None:
+    """The kind of a prompt: its task tag if it has one, else its template.
+
+    >>> from bandit.features import featurize, parse_request
+    >>> kind_of(featurize(parse_request(prompt="Translate to French: cheese")))
+    'head=translate_to_french_cheese'
+    >>> kind_of(featurize(parse_request(prompt="hi", metadata={"task": "qa"})))
+    'task=qa'
+    """
+    tags = context.namespaces.get("t", ())
+    parts = []
+    for tag in tags:
+        if tag.startswith("task="):
+            return tag
+        if tag.startswith(_KIND_TAGS) and not tag.endswith("="):
+            parts.append(tag)
+    return "|".join(sorted(parts)) or None
+
+
+class KindStats:
+    """Per kind and model: the grades observed (count, sum), and the regression's mean
+    prediction over the kind's prompts (the prior of an established kind).
+
+    >>> stats = KindStats()
+    >>> stats.observe("head=x", "a", 1.0); stats.observe("head=x", "a", 0.0)
+    >>> stats.counts("head=x", ["a", "b"])
+    ([2.0, 0.0], [1.0, 0.0], 2.0)
+    >>> stats.observe_prior("head=x", {"a": 0.6, "b": 0.2})
+    >>> stats.prior_means("head=x", ["a", "b", "c"])
+    [0.6, 0.2, None]
+    """
+
+    def __init__(self, max_kinds: int = MAX_KINDS) -> None:
+        self.max_kinds = max_kinds
+        # kind -> model -> [n, sum of grades, n predictions, sum of predictions];
+        # ordered by last update (LRU).
+        self._table: OrderedDict[str, dict[str, list[float]]] = OrderedDict()
+        self._totals: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def _row(self, kind: str) -> dict[str, list[float]]:
+        row = self._table.get(kind)
+        if row is None:
+            row = self._table[kind] = {}
+            self._totals[kind] = 0.0
+            if len(self._table) > self.max_kinds:
+                old, _ = self._table.popitem(last=False)
+                del self._totals[old]
+        else:
+            self._table.move_to_end(kind)
+        return row
+
+    def observe(self, kind: str, model: str, quality: float) -> None:
+        """Count one grade of ``model`` on a prompt of ``kind``."""
+        cell = self._row(kind).setdefault(model, [0.0, 0.0, 0.0, 0.0])
+        cell[0] += 1.0
+        cell[1] += float(quality)
+        self._totals[kind] += 1.0
+
+    def observe_prior(self, kind: str, predictions: Mapping[str, float]) -> None:
+        """Add the regression's predictions for one prompt of ``kind``."""
+        row = self._row(kind)
+        for model, q in predictions.items():
+            cell = row.setdefault(model, [0.0, 0.0, 0.0, 0.0])
+            cell[2] += 1.0
+            cell[3] += float(q)
+
+    def prior_means(self, kind: str | None, models: Sequence[str]) -> list[float | None]:
+        """The regression's mean prediction per model over the kind (None: none yet)."""
+        row = self._table.get(kind) if kind is not None else None
+        out: list[float | None] = []
+        for m in models:
+            cell = row.get(m) if row is not None else None
+            out.append(cell[3] / cell[2] if cell and cell[2] else None)
+        return out
+
+    def counts(self, kind: str | None,
+               models: Sequence[str]) -> tuple[list[float], list[float], float]:
+        """``(n per model, sum per model, n over all models)`` for ``kind``."""
+        row = self._table.get(kind) if kind is not None else None
+        if kind is None or row is None:
+            return [0.0] * len(models), [0.0] * len(models), 0.0
+        ns, sums = [], []
+        for m in models:
+            cell = row.get(m)
+            ns.append(cell[0] if cell else 0.0)
+            sums.append(cell[1] if cell else 0.0)
+        return ns, sums, self._totals[kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_kinds": self.max_kinds,
+                "kinds": [[k, {m: list(c) for m, c in row.items()}]
+                          for k, row in self._table.items()]}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> KindStats:
+        out = cls(int(raw.get("max_kinds", MAX_KINDS)))
+        for kind, row in raw.get("kinds", []):
+            out._table[str(kind)] = {str(m): [float(x) for x in c] for m, c in row.items()}
+            out._totals[str(kind)] = sum(c[0] for c in row.values())
+        return out
