@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from prometheus_client import Counter
 
 from bandit.catalog import Catalog, example_catalog_path
 from bandit.errors import CatalogError, PolicyError
@@ -174,11 +173,7 @@ def _start_wal_checkpoints(app: FastAPI, settings: Settings, service: RouterServ
     """SQLite: checkpoint the WAL from a thread; a TRUNCATE one once the writer stopped."""
     if settings.wal_checkpoint_interval_s <= 0 or store.wal_path is None:
         return
-    # Its own counter here until serving/metrics.py has one: in the service's registry,
-    # so /metrics shows it. Incremented from the thread (prometheus_client locks).
-    counter = Counter("routebandit_wal_checkpoints", "SQLite WAL checkpoints, by mode and "
-                      "result (ok, busy, error).", ["mode", "result"],
-                      registry=service.metrics.registry)
+    counter = service.metrics.wal_checkpoints
     checkpointer = WalCheckpointer(
         store, interval_s=settings.wal_checkpoint_interval_s,
         on_checkpoint=lambda mode, result, _seconds: counter.labels(mode, result).inc(),

@@ -55,6 +55,11 @@ class Metrics:
             "routebandit_write_seconds", "Duration of one group-commit write.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r,
         )
+        # Incremented from the WAL checkpoint thread (prometheus_client locks).
+        self.wal_checkpoints = Counter(
+            "routebandit_wal_checkpoints", "SQLite WAL checkpoints, by mode and result "
+            "(ok, busy, error).", ["mode", "result"], registry=r,
+        )
         self._decision_children: dict[tuple[str, str], Any] = {}
         self._feedback_children: dict[str, Any] = {}
         self._reward_n = 0
