@@ -32,14 +32,19 @@ Only the grade of the model that was chosen is ever counted.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bandit.features import Context
 
-#: Kinds remembered at most; the least recently updated kind is forgotten first.
-MAX_KINDS = 20_000
+#: Kinds remembered at most; the least recently updated kind is forgotten first. A kind
+#: is remembered from its second grade on: one-off prompts (a different opening every
+#: time) would otherwise fill the table, and the checkpoints with it.
+MAX_KINDS = 2_000
+#: Kinds seen once, remembered (as 8-byte digests) until they are seen again.
+MAX_SEEN_ONCE = 8_000
 _KIND_TAGS = ("shead=", "head=")
 
 
@@ -66,7 +71,12 @@ class KindStats:
     """Per kind and model: the grades observed (count, sum), and the regression's mean
     prediction over the kind's prompts (the prior of an established kind).
 
+    A kind's first grade only marks it as seen; it is counted from the second on.
+
     >>> stats = KindStats()
+    >>> stats.observe("head=x", "a", 1.0)
+    >>> stats.counts("head=x", ["a"])
+    ([0.0], [0.0], 0.0)
     >>> stats.observe("head=x", "a", 1.0); stats.observe("head=x", "a", 0.0)
     >>> stats.counts("head=x", ["a", "b"])
     ([2.0, 0.0], [1.0, 0.0], 2.0)
@@ -81,6 +91,7 @@ class KindStats:
         # ordered by last update (LRU).
         self._table: OrderedDict[str, dict[str, list[float]]] = OrderedDict()
         self._totals: dict[str, float] = {}
+        self._seen_once: OrderedDict[int, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._table)
@@ -98,14 +109,25 @@ class KindStats:
         return row
 
     def observe(self, kind: str, model: str, quality: float) -> None:
-        """Count one grade of ``model`` on a prompt of ``kind``."""
+        """Count one grade of ``model`` on a prompt of ``kind`` (from the kind's second)."""
+        if kind not in self._table:
+            digest = int.from_bytes(hashlib.blake2b(kind.encode(), digest_size=8).digest(),
+                                    "little")
+            if digest not in self._seen_once:
+                self._seen_once[digest] = None
+                if len(self._seen_once) > MAX_SEEN_ONCE:
+                    self._seen_once.popitem(last=False)
+                return
+            del self._seen_once[digest]
         cell = self._row(kind).setdefault(model, [0.0, 0.0, 0.0, 0.0])
         cell[0] += 1.0
         cell[1] += float(quality)
         self._totals[kind] += 1.0
 
     def observe_prior(self, kind: str, predictions: Mapping[str, float]) -> None:
-        """Add the regression's predictions for one prompt of ``kind``."""
+        """Add the regression's predictions for one prompt of ``kind`` (if remembered)."""
+        if kind not in self._table:
+            return
         row = self._row(kind)
         for model, q in predictions.items():
             cell = row.setdefault(model, [0.0, 0.0, 0.0, 0.0])
@@ -137,7 +159,8 @@ class KindStats:
     def to_dict(self) -> dict[str, Any]:
         return {"max_kinds": self.max_kinds,
                 "kinds": [[k, {m: list(c) for m, c in row.items()}]
-                          for k, row in self._table.items()]}
+                          for k, row in self._table.items()],
+                "seen_once": list(self._seen_once)}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> KindStats:
@@ -145,4 +168,5 @@ class KindStats:
         for kind, row in raw.get("kinds", []):
             out._table[str(kind)] = {str(m): [float(x) for x in c] for m, c in row.items()}
             out._totals[str(kind)] = sum(c[0] for c in row.values())
+        out._seen_once = OrderedDict.fromkeys(int(d) for d in raw.get("seen_once", []))
         return out

@@ -41,6 +41,9 @@ def test_kind_is_the_task_tag_else_the_template() -> None:
 
 def test_stats_count_forget_the_oldest_kind_and_round_trip() -> None:
     stats = KindStats(max_kinds=2)
+    for kind in ("k1", "k2", "k3", "k4"):  # seen once: not counted, not remembered
+        stats.observe(kind, "z", 1.0)
+    assert len(stats) == 0 and stats.counts("k1", ["z"]) == ([0.0], [0.0], 0.0)
     stats.observe("k1", "a", 1.0)
     stats.observe("k2", "a", 0.0)
     stats.observe("k1", "b", 0.5)  # k1 is now the most recent
@@ -52,6 +55,18 @@ def test_stats_count_forget_the_oldest_kind_and_round_trip() -> None:
     assert again.counts("k1", ["a", "b"]) == stats.counts("k1", ["a", "b"])
     assert again.counts("k3", ["a"]) == stats.counts("k3", ["a"])
     assert again.max_kinds == 2
+    again.observe("k4", "a", 1.0)  # seen once before the round trip: counted now
+    assert again.counts("k4", ["a"]) == ([1.0], [1.0], 1.0)
+
+
+def test_one_off_prompts_do_not_fill_the_table() -> None:
+    policy = Policy(CATALOG, seed=0)
+    for i in range(300):
+        prompt = f"Question number {i} of {i * 7}: is {i} prime? Think it through."
+        d = policy.decide(featurize(parse_request(prompt=prompt)))
+        policy.learn(d, 1.0, outcome={"quality": 1.0})
+    assert len(policy.kinds) == 0
+    assert len(policy.to_bytes()) < 100_000
 
 
 def test_thompson_pmf_sums_to_one_keeps_a_floor_and_favours_the_better_model() -> None:
@@ -105,9 +120,9 @@ def test_only_the_chosen_models_grade_is_counted_and_revisits_count_nothing() ->
         decisions.append(d)
     kind = kind_of(_ctx("quiz", 0))
     ns, sums, total = policy.kinds.counts(kind, ["a", "b", "c"])
-    chosen = [d.model for d in decisions]
+    chosen = [d.model for d in decisions[1:]]  # a kind's first grade only marks it seen
     assert ns == [float(chosen.count(m)) for m in ("a", "b", "c")]
-    assert sums == ns and total == 40.0
+    assert sums == ns and total == 39.0
     for d in decisions:
         policy.learn(d, 1.0, outcome={"quality": 1.0}, revisit=True)
     assert policy.kinds.counts(kind, ["a", "b", "c"]) == (ns, sums, total)
@@ -154,13 +169,13 @@ def test_an_established_kinds_belief_is_the_same_for_every_prompt_of_it() -> Non
     tried only where the others look weak would get a mean from the hardest prompts."""
     policy = Policy(CATALOG, config=PolicyConfig(min_kind_grades=10), seed=1)
     first, second = _ctx("quiz", 1), _ctx("quiz", 777_777)
-    for i in range(9):
+    for i in range(10):  # the first grade only marks the kind seen: 9 counted
         d = policy.decide(_ctx("quiz", i))
         policy.learn(d, 1.0, outcome={"quality": float(i % 2)})
     actions = policy.actions_for(first)
     assert (policy.predict_vw_quality(first, actions)
             != policy.predict_vw_quality(second, actions))
     assert policy.predict_quality(first, actions) != policy.predict_quality(second, actions)
-    d = policy.decide(_ctx("quiz", 9))
-    policy.learn(d, 1.0, outcome={"quality": 1.0})  # the tenth grade: established
+    d = policy.decide(_ctx("quiz", 10))
+    policy.learn(d, 1.0, outcome={"quality": 1.0})  # the tenth counted: established
     assert policy.predict_quality(first, actions) == policy.predict_quality(second, actions)
