@@ -178,6 +178,10 @@ class Estimates:
     # mean per model misprices every kind of prompt but the most frequent one.
     output_fit: dict[str, _Ridge] = field(default_factory=dict)
     cost_fit: dict[str, _Ridge] = field(default_factory=dict)
+    # The trusted fits of a list of models stacked into one matrix (see fitted), until
+    # the next observation.
+    _stacks: dict[tuple[tuple[str, bool], ...], tuple[list[int], FloatArray, FloatArray]] = (
+        field(default_factory=dict, repr=False, compare=False))
 
     def observe(
         self,
@@ -194,6 +198,7 @@ class Estimates:
         ``sketch`` is the prompt's dense sketch (``context.dense["e"]``), when known.
         """
         x = describe(input_tokens or 0.0, sketch)
+        self._stacks.clear()
         if output_tokens is not None and output_tokens >= 0:
             self.output_tokens.setdefault(model, _Stat()).add(float(output_tokens))
             self._fit(self.output_fit, model).add(x, float(output_tokens) / _TOKENS_SCALE)
@@ -210,20 +215,54 @@ class Estimates:
             fit = table[model] = _Ridge(2 + SKETCH_DIM)
         return fit
 
+    def fitted(self, specs: Sequence[ModelSpec], prompt: FloatArray) -> list[float | None]:
+        """Every model's trusted per-prompt fit for ``prompt``, in one matrix product.
+
+        The answer-length fit (in tokens) for a priced model, the call-cost fit (USD)
+        for one without prices; None where the model's fit has too few observations.
+        Equal to each fit's own prediction; pass them to :meth:`cost_usd` as ``fit``.
+        """
+        key = tuple((spec.name, spec.input_price > 0 or spec.output_price > 0)
+                    for spec in specs)
+        stack = self._stacks.get(key)
+        if stack is None:
+            rows: list[int] = []
+            thetas: list[FloatArray] = []
+            ceilings: list[float] = []
+            for i, (name, priced) in enumerate(key):
+                fit = (self.output_fit if priced else self.cost_fit).get(name)
+                if fit is not None and fit.n >= MIN_FIT_OBSERVATIONS:
+                    rows.append(i)
+                    thetas.append(fit.theta)
+                    ceilings.append(2.0 * fit.y_max)
+            matrix = np.array(thetas) if thetas else np.zeros((0, len(prompt)))
+            if len(self._stacks) >= 64:  # allow-lists can make many subsets
+                self._stacks.clear()
+            stack = self._stacks[key] = (rows, matrix, np.array(ceilings))
+        rows, matrix, caps = stack
+        out: list[float | None] = [None] * len(specs)
+        if rows:
+            values = np.minimum(np.maximum(matrix @ prompt, 0.0), caps).tolist()
+            for i, v in zip(rows, values, strict=True):
+                out[i] = v * (_TOKENS_SCALE if key[i][1] else _COST_SCALE)
+        return out
+
     def cost_usd(self, spec: ModelSpec, *, input_tokens: int, max_tokens: int | None,
-                 prompt: FloatArray | None = None) -> float:
+                 prompt: FloatArray | None = None, fit: float | None = None) -> float:
         """Expected cost of one call: list prices when known, else observed cost.
 
         ``prompt`` is :func:`describe` of the request: with it, and once a model has
-        :data:`MIN_FIT_OBSERVATIONS` outcomes, the per-prompt fits are used.
+        :data:`MIN_FIT_OBSERVATIONS` outcomes, the per-prompt fits are used. ``fit``,
+        from :meth:`fitted`, spares the lookup.
         """
         # Called for every eligible model on every decision: plain lookups, no throwaway
         # _Stat objects.
+        if fit is None and prompt is not None:
+            fit = self.fitted([spec], prompt)[0]
         if spec.input_price > 0 or spec.output_price > 0:
-            fit = self.output_fit.get(spec.name)
             stat = self.output_tokens.get(spec.name)
-            if prompt is not None and fit is not None and fit.n >= MIN_FIT_OBSERVATIONS:
-                out = fit.predict(prompt) * _TOKENS_SCALE
+            if fit is not None:
+                out = fit
             elif stat is not None and stat.n:
                 out = stat.total / stat.n
             else:
@@ -231,10 +270,8 @@ class Estimates:
             if max_tokens is not None:
                 out = min(out, float(max_tokens))
             return spec.call_cost_usd(input_tokens=input_tokens, output_tokens=out)
-        if prompt is not None:
-            fit = self.cost_fit.get(spec.name)
-            if fit is not None and fit.n >= MIN_FIT_OBSERVATIONS:
-                return fit.predict(prompt) * _COST_SCALE
+        if fit is not None:
+            return fit
         line = self.cost.get(spec.name)
         fitted = line.predict(float(input_tokens)) if line is not None else None
         return 0.0 if fitted is None else fitted

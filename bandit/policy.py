@@ -311,12 +311,13 @@ class Policy:
         estimates = self._estimates
         input_tokens, max_tokens = context.input_tokens, context.max_tokens
         prompt = describe(input_tokens, context.dense.get(SKETCH_NAMESPACE))
+        specs = eligible_models(catalog, context, allow=allow)
         return tuple(
             Action(spec.name, text[spec.name],
                    estimates.cost_usd(spec, input_tokens=input_tokens, max_tokens=max_tokens,
-                                      prompt=prompt),
+                                      fit=fit),
                    estimates.latency_ms(spec))
-            for spec in eligible_models(catalog, context, allow=allow)
+            for spec, fit in zip(specs, estimates.fitted(specs, prompt), strict=True)
         )
 
     def _examples(self, context: Context, actions: tuple[Action, ...],
@@ -345,7 +346,8 @@ class Policy:
         VW's prediction, updated by the grades pooled for the prompt's kind
         (:mod:`bandit.kinds`) when ``kind_pooling`` is on.
         """
-        return self._beliefs(context, actions)[0]
+        with self._lock:  # the kinds' table changes under a learner in another thread
+            return self._beliefs(context, actions)[0]
 
     def _beliefs(self, context: Context,
                  actions: tuple[Action, ...]) -> tuple[list[float], list[float], float]:

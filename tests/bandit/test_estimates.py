@@ -84,3 +84,26 @@ def test_estimates_saved_before_the_fits_still_load() -> None:
     p = describe(200, LONG)
     assert old.cost_usd(ModelSpec(name="m"), input_tokens=200, max_tokens=None, prompt=p) \
         == est.cost_usd(ModelSpec(name="m"), input_tokens=200, max_tokens=None)
+
+
+def test_stacked_fits_equal_each_fit_and_follow_new_observations() -> None:
+    est = Estimates()
+    _observe_mix(est, "priced", 200, priced=True)
+    _observe_mix(est, "free", 200, priced=False)
+    _observe_mix(est, "young", MIN_FIT_OBSERVATIONS - 1, priced=False)
+    specs = [ModelSpec(name="priced", input_price=1.0, output_price=10.0),
+             ModelSpec(name="free"), ModelSpec(name="young"), ModelSpec(name="unseen")]
+    for sketch in (SHORT, LONG):
+        x = describe(200, sketch)
+        fits = est.fitted(specs, x)
+        assert fits[0] == pytest.approx(est.output_fit["priced"].predict(x) * 100.0)
+        assert fits[1] == pytest.approx(est.cost_fit["free"].predict(x) * 1e-3)
+        assert fits[2:] == [None, None]
+        for spec, fit in zip(specs, fits, strict=True):
+            one = est.cost_usd(spec, input_tokens=200, max_tokens=None, prompt=x)
+            assert est.cost_usd(spec, input_tokens=200, max_tokens=None, fit=fit) == one
+    before = est.fitted(specs, describe(200, LONG))[1]
+    for _ in range(50):  # the stack is rebuilt after new observations
+        est.observe("free", input_tokens=200, output_tokens=None, cost_usd=0.05,
+                    latency_ms=None, sketch=LONG)
+    assert est.fitted(specs, describe(200, LONG))[1] > before
