@@ -170,14 +170,17 @@ class PolicyConfig:
         return cls(**values)
 
 
+def _penalties(actions: tuple[Action, ...], weights: RewardWeights) -> list[float]:
+    """The known part of each action's reward: its weighted expected cost and latency."""
+    return [penalty(weights, cost_usd=a.expected_cost_usd, latency_ms=a.expected_latency_ms)
+            for a in actions]
+
+
 def _combine(quality: list[float], actions: tuple[Action, ...],
              weights: RewardWeights) -> list[float]:
     """Expected reward per action: weighted predicted quality minus the known penalty."""
-    return [
-        weights.quality * q - penalty(weights, cost_usd=a.expected_cost_usd,
-                                      latency_ms=a.expected_latency_ms)
-        for q, a in zip(quality, actions, strict=True)
-    ]
+    return [weights.quality * q - p
+            for q, p in zip(quality, _penalties(actions, weights), strict=True)]
 
 
 @dataclass
@@ -421,9 +424,8 @@ class Policy:
         means, strengths, grades = beliefs
         config = self.config
         if config.exploration == "thompson" and grades >= config.min_kind_grades:
-            penalties = [penalty(weights, cost_usd=a.expected_cost_usd,
-                                 latency_ms=a.expected_latency_ms) for a in actions]
-            return thompson(means, strengths, penalties, quality_weight=weights.quality,
+            return thompson(means, strengths, _penalties(actions, weights),
+                            quality_weight=weights.quality,
                             draws=config.thompson_draws, rng=rng)
         return config.explore(_combine(means, actions, weights),
                               n_learned=self._state.n_learned)
