@@ -79,7 +79,7 @@ def thompson(
     draws: int,
     rng: np.random.Generator,
 ) -> list[float]:
-    """Thompson sampling's pmf, estimated from ``draws`` posterior draws.
+    """Thompson sampling's pmf, estimated from ``draws`` fresh posterior draws.
 
     Model ``a``'s quality is ``Beta(means[a] * strengths[a], (1 - means[a]) *
     strengths[a])``; each draw scores ``quality_weight * quality - penalties[a]`` and
@@ -87,32 +87,94 @@ def thompson(
     with one draw spread evenly (so every model keeps a probability of at least
     ``1 / (K * (draws + 1))``). A model is then sampled from this very pmf, so the
     probability a decision logs is exact even though the pmf is an estimate.
+    :class:`ThompsonPool` gives the same estimate while keeping its draws between
+    decisions.
 
     >>> rng = np.random.default_rng(0)
     >>> pmf = thompson([0.9, 0.1], [100, 100], [0, 0], quality_weight=1, draws=64, rng=rng)
     >>> round(pmf[0], 3), round(sum(pmf), 6)
     (0.992, 1.0)
     """
-    k = len(means)
-    mean = np.clip(np.asarray(means, dtype=np.float64), 1e-3, 1.0 - 1e-3)
-    strength = np.maximum(np.asarray(strengths, dtype=np.float64), 1e-3)
-    pen = np.asarray(penalties, dtype=np.float64)
-    # Only models that can still win are drawn (Beta draws are most of the cost): a
-    # model whose score 6 standard deviations up is below another's 6 down would win
-    # fewer than one draw in a billion.
-    spread = 6.0 * np.sqrt(mean * (1.0 - mean) / (strength + 1.0))
-    upper = quality_weight * np.minimum(1.0, mean + spread) - pen
-    lower = quality_weight * np.maximum(0.0, mean - spread) - pen
-    live = np.flatnonzero(upper >= lower.max())
-    wins = np.zeros(k)
-    if len(live) == 1:
-        wins[live[0]] = draws
-    else:
-        # Exact Beta draws: a normal approximation with the same variance (four times
-        # cheaper) lost 3-6 points of cost on the RouterBench replay; near a quality of
-        # 1 the Beta's skew matters.
-        m, n = mean[live], strength[live]
-        sample = rng.beta(m * n, (1.0 - m) * n, size=(draws, len(live)))
-        scores = quality_weight * sample - pen[live]
-        wins[live] = np.bincount(np.argmax(scores, axis=1), minlength=len(live))
-    return [(float(w) + 1.0 / k) / (draws + 1.0) for w in wins]
+    return ThompsonPool(draws).pmf(means, strengths, penalties,
+                                   quality_weight=quality_weight, rng=rng)
+
+
+class ThompsonPool:
+    """Posterior draws for one set of models, kept from one decision to the next.
+
+    Drawing 64 Beta variates for each of 11 models is most of a Thompson decision's
+    cost, and between two grades of a kind of prompt its posterior hardly moves. A pool
+    keeps ``draws`` rows of draws and, at each :meth:`pmf`:
+
+    * redraws the whole column of a model whose posterior strength changed (it was
+      graded since);
+    * moves a column whose mean alone changed (an established kind's prior mean drifts
+      as the regression learns) by that change, clipped to [0, 1];
+    * redraws ``refresh`` rows (8 of 64) of every column, a rolling window, so every
+      draw is renewed once per ``draws / refresh`` decisions even when nothing is
+      learned, and no model is stuck with an unlucky set of draws.
+
+    Every row is a draw from the current posterior, up to the mean shift, so the pmf is
+    Thompson sampling's, estimated from ``draws`` draws as :func:`thompson` does, at a
+    fraction of the cost; the decision samples from this pmf and logs its exact
+    probability.
+
+    >>> pool, rng = ThompsonPool(64), np.random.default_rng(0)
+    >>> first = pool.pmf([0.9, 0.1], [100, 100], [0, 0], quality_weight=1, rng=rng)
+    >>> again = pool.pmf([0.9, 0.1], [100, 100], [0, 0], quality_weight=1, rng=rng)
+    >>> round(first[0], 3), round(again[0], 3)
+    (0.992, 0.992)
+    """
+
+    def __init__(self, draws: int, refresh: int | None = None) -> None:
+        self.draws = draws
+        self.refresh = max(1, draws // 8) if refresh is None else min(refresh, draws)
+        self._samples = np.empty((draws, 0))  # each column at its draw-time mean
+        self._params: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
+        self._mean = self._means = self._strengths = self._a = self._b = np.empty(0)
+        self._shift = np.empty(0)  # current mean - draw-time mean, per column
+        self._cursor = 0
+
+    def _update(self, means: Sequence[float], strengths: Sequence[float],
+                rng: np.random.Generator) -> bool:
+        """Follow new posteriors; ``True`` when the pool was (re)started from scratch."""
+        mean = np.clip(np.asarray(means, dtype=np.float64), 1e-3, 1.0 - 1e-3)
+        strength = np.maximum(np.asarray(strengths, dtype=np.float64), 1e-3)
+        a, b = mean * strength, (1.0 - mean) * strength
+        fresh = self._samples.shape[1] != len(mean)
+        if fresh:
+            self._samples = rng.beta(a, b, size=(self.draws, len(mean)))
+            self._means = mean.copy()
+        else:
+            graded = np.flatnonzero(strength != self._strengths)
+            if len(graded):
+                self._samples[:, graded] = rng.beta(a[graded], b[graded],
+                                                    size=(self.draws, len(graded)))
+                self._means[graded] = mean[graded]
+        self._mean, self._strengths, self._a, self._b = mean, strength, a, b
+        self._shift = mean - self._means
+        return fresh
+
+    def pmf(self, means: Sequence[float], strengths: Sequence[float],
+            penalties: Sequence[float], *, quality_weight: float,
+            rng: np.random.Generator) -> list[float]:
+        """The pmf for these posteriors and penalties (see :func:`thompson`)."""
+        k = len(means)
+        params = (tuple(means), tuple(strengths))
+        fresh = False
+        if params != self._params:
+            fresh = self._update(means, strengths, rng)
+            self._params = params
+        shifted = self._shift.any()
+        if not fresh:
+            # The rolling window, stored at each column's draw-time mean like the rest.
+            start = self._cursor
+            stop = min(start + self.refresh, self.draws)
+            self._samples[start:stop] = rng.beta(self._a, self._b, size=(stop - start, k))
+            if shifted:
+                self._samples[start:stop] -= self._shift
+            self._cursor = stop % self.draws
+        samples = np.clip(self._samples + self._shift, 0.0, 1.0) if shifted else self._samples
+        scores = samples * quality_weight - np.asarray(penalties, dtype=np.float64)
+        wins = np.bincount(scores.argmax(axis=1), minlength=k).tolist()
+        return [(w + 1.0 / k) / (self.draws + 1.0) for w in wins]

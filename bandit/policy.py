@@ -29,9 +29,10 @@ import math
 import random
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import vowpal_wabbit_next as vw
@@ -41,7 +42,14 @@ from bandit.constraints import eligible_models
 from bandit.decision import Action, Decision
 from bandit.errors import PolicyError
 from bandit.estimates import Estimates, describe
-from bandit.exploration import epsilon_greedy, greedy, softmax, squarecb, thompson
+from bandit.exploration import (
+    ThompsonPool,
+    epsilon_greedy,
+    greedy,
+    softmax,
+    squarecb,
+    thompson,
+)
 from bandit.features import FEATURE_VERSION, Context
 from bandit.kinds import KindStats, kind_of
 from bandit.reward import RewardWeights, penalty
@@ -183,6 +191,17 @@ def _combine(quality: list[float], actions: tuple[Action, ...],
             for q, p in zip(quality, _penalties(actions, weights), strict=True)]
 
 
+#: Thompson draw pools kept at most (a pool is 64 rows of draws for each model).
+MAX_POOLS = 256
+
+
+class _Beliefs(NamedTuple):
+    means: list[float]  # posterior mean quality per action
+    strengths: list[float]  # posterior strength (prior strength + grades) per action
+    grades: float  # grades of the prompt's kind, all models together
+    kind: str | None
+
+
 @dataclass
 class _State:
     n_learned: int = 0
@@ -223,8 +242,11 @@ class Policy:
         self._kinds = KindStats()
         self._state = _State()
         self._rng = random.Random(self.seed)
-        # Thompson sampling's posterior draws (numpy: hundreds per decision).
+        # Thompson sampling's posterior draws (numpy), kept per kind of prompt and set of
+        # models between decisions (least recently used first out).
         self._draw_rng = np.random.default_rng(self.seed)
+        self._pools: OrderedDict[tuple[str | None, tuple[str, ...]], ThompsonPool] = (
+            OrderedDict())
         self._lock = threading.RLock()
         self._action_cache: dict[str, Any] = {}
         # Action feature text by model name, for the catalog it was built from (catalogs
@@ -350,15 +372,14 @@ class Policy:
         (:mod:`bandit.kinds`) when ``kind_pooling`` is on.
         """
         with self._lock:  # the kinds' table changes under a learner in another thread
-            return self._beliefs(context, actions)[0]
+            return self._beliefs(context, actions).means
 
-    def _beliefs(self, context: Context,
-                 actions: tuple[Action, ...]) -> tuple[list[float], list[float], float]:
-        """``(posterior mean quality, posterior strength, grades of the kind)``."""
+    def _beliefs(self, context: Context, actions: tuple[Action, ...]) -> _Beliefs:
+        """The posterior of each action's quality, and the prompt's kind."""
         prior = self.predict_vw_quality(context, actions)
         n0 = self.config.prior_strength
         if not self.config.kind_pooling:
-            return prior, [n0] * len(prior), 0.0
+            return _Beliefs(prior, [n0] * len(prior), 0.0, None)
         kind = kind_of(context)
         models = [a.model for a in actions]
         ns, sums, total = self._kinds.counts(kind, models)
@@ -367,7 +388,7 @@ class Policy:
             prior = [q if m is None else m
                      for q, m in zip(prior, self._kinds.prior_means(kind, models), strict=True)]
         means = [(n0 * q + s) / (n0 + n) for q, n, s in zip(prior, ns, sums, strict=True)]
-        return means, [n0 + n for n in ns], total
+        return _Beliefs(means, [n0 + n for n in ns], total, kind)
 
     def predict_vw_quality(self, context: Context, actions: tuple[Action, ...]) -> list[float]:
         """VW's predicted quality of each action, in the order of ``actions``."""
@@ -418,16 +439,28 @@ class Policy:
             beliefs = self._beliefs(context, actions)
             return self._pmf(beliefs, actions, w, np.random.default_rng(self.seed))
 
-    def _pmf(self, beliefs: tuple[list[float], list[float], float],
-             actions: tuple[Action, ...], weights: RewardWeights,
-             rng: np.random.Generator) -> list[float]:
-        means, strengths, grades = beliefs
+    def _pmf(self, beliefs: _Beliefs, actions: tuple[Action, ...], weights: RewardWeights,
+             rng: np.random.Generator, *, pooled: bool = False) -> list[float]:
+        """The exploration pmf. Thompson sampling on an established kind draws from the
+        posterior: fresh draws, or with ``pooled`` the kind's :class:`ThompsonPool`."""
         config = self.config
-        if config.exploration == "thompson" and grades >= config.min_kind_grades:
-            return thompson(means, strengths, _penalties(actions, weights),
-                            quality_weight=weights.quality,
-                            draws=config.thompson_draws, rng=rng)
-        return config.explore(_combine(means, actions, weights),
+        if config.exploration == "thompson" and beliefs.grades >= config.min_kind_grades:
+            penalties = _penalties(actions, weights)
+            if not pooled:
+                return thompson(beliefs.means, beliefs.strengths, penalties,
+                                quality_weight=weights.quality,
+                                draws=config.thompson_draws, rng=rng)
+            key = (beliefs.kind, tuple(a.model for a in actions))
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = ThompsonPool(config.thompson_draws)
+                if len(self._pools) > MAX_POOLS:
+                    self._pools.popitem(last=False)
+            else:
+                self._pools.move_to_end(key)
+            return pool.pmf(beliefs.means, beliefs.strengths, penalties,
+                            quality_weight=weights.quality, rng=rng)
+        return config.explore(_combine(beliefs.means, actions, weights),
                               n_learned=self._state.n_learned)
 
     def decide(
@@ -449,9 +482,9 @@ class Policy:
         with self._lock:
             actions = self.actions_for(context, allow=allow)
             beliefs = self._beliefs(context, actions)
-            quality = beliefs[0]
+            quality = beliefs.means
             if explore:
-                probs = self._pmf(beliefs, actions, w, self._draw_rng)
+                probs = self._pmf(beliefs, actions, w, self._draw_rng, pooled=True)
                 u = self._rng.random()
                 index, acc = len(probs) - 1, 0.0
                 for i, p in enumerate(probs):
@@ -571,6 +604,9 @@ class Policy:
     def to_bytes(self) -> bytes:
         """The policy with its metadata: VW model, config, catalog, estimates, RNG state."""
         with self._lock:
+            # The draw pools are not saved: the saved policy and this one both start
+            # them afresh from the same generator state, and so decide alike.
+            self._pools.clear()
             header = json.dumps(self.metadata(), sort_keys=True).encode()
             return _MAGIC + struct.pack("<Q", len(header)) + header + self._ws.serialize()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bandit.catalog import Catalog, ModelSpec
-from bandit.exploration import thompson
+from bandit.exploration import ThompsonPool, thompson
 from bandit.features import featurize, parse_request
 from bandit.kinds import KindStats, kind_of
 from bandit.policy import Policy, PolicyConfig
@@ -87,6 +87,76 @@ def test_thompson_pmf_sums_to_one_keeps_a_floor_and_favours_the_better_model() -
     assert narrow[1] < 0.01
 
 
+def _exact_thompson(means: list[float], strengths: list[float]) -> np.ndarray:
+    rng = np.random.default_rng(99)
+    m, n = np.asarray(means), np.asarray(strengths)
+    draws = rng.beta(m * n, (1 - m) * n, size=(200_000, len(m)))
+    return np.bincount(draws.argmax(axis=1), minlength=len(m)) / len(draws)
+
+
+def test_a_pool_estimates_the_thompson_pmf_and_renews_its_draws() -> None:
+    means, strengths = [0.62, 0.58, 0.4], [60.0, 40.0, 30.0]
+    pool, rng = ThompsonPool(64), np.random.default_rng(5)
+    first = pool.pmf(means, strengths, [0, 0, 0], quality_weight=1.0, rng=rng)
+    start = pool._samples.copy()
+    pmfs = [pool.pmf(means, strengths, [0, 0, 0], quality_weight=1.0, rng=rng)
+            for _ in range(400)]
+    # Nothing learned, yet every row was redrawn (8 per decision), and the estimate moves.
+    assert not np.isin(pool._samples, start).any()
+    assert len({tuple(p) for p in [first, *pmfs]}) > 20
+    # Each pmf estimates Thompson's from 64 draws: unbiased on average, 1/sqrt(64) noisy.
+    exact = _exact_thompson(means, strengths)
+    mean_pmf = np.mean(pmfs, axis=0)
+    assert np.abs(mean_pmf - exact).max() < 0.03, (mean_pmf, exact)
+    assert np.std([p[1] for p in pmfs]) < 0.1
+
+
+class _CountingRng:
+    def __init__(self) -> None:
+        self.rng, self.variates = np.random.default_rng(1), 0
+
+    def beta(self, a: np.ndarray, b: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        self.variates += size[0] * size[1]
+        return self.rng.beta(a, b, size=size)
+
+
+def test_a_pool_renews_a_window_of_draws_while_its_posteriors_drift() -> None:
+    pool, rng = ThompsonPool(64), _CountingRng()
+    for i in range(9):  # the prior means drift a little at every decision
+        pool.pmf([0.6 + i * 1e-4, 0.5, 0.4], [50, 50, 50], [0, 0, 0],
+                 quality_weight=1.0, rng=rng)  # type: ignore[arg-type]
+    # 64 x 3 at the start, then 8 rows of 3 at each later decision: no model is graded,
+    # yet after 8 decisions every draw has been renewed.
+    assert rng.variates == 64 * 3 + 8 * 8 * 3
+    pool.pmf([0.6, 0.5, 0.4], [50, 51, 50], [0, 0, 0], quality_weight=1.0,
+             rng=rng)  # type: ignore[arg-type]
+    assert rng.variates == 64 * 3 + 8 * 8 * 3 + 64 + 8 * 3  # b was graded: its column
+
+
+def test_a_pool_follows_a_new_grade_and_a_moved_mean_at_once() -> None:
+    pool, rng = ThompsonPool(64), np.random.default_rng(7)
+    before = pool.pmf([0.8, 0.5], [100, 100], [0, 0], quality_weight=1.0, rng=rng)
+    assert before[0] > 0.95
+    # Model b was graded (its strength changed): its column is redrawn from the new
+    # posterior, so the pmf turns at the very next decision.
+    after = pool.pmf([0.8, 0.95], [100, 101], [0, 0], quality_weight=1.0, rng=rng)
+    assert after[1] > 0.95
+    # A posterior that narrows without moving (many grades at its mean) is redrawn too.
+    wide = pool.pmf([0.6, 0.5], [5000, 2], [0, 0], quality_weight=1.0, rng=rng)
+    narrow = pool.pmf([0.6, 0.5], [5000, 5000], [0, 0], quality_weight=1.0, rng=rng)
+    assert wide[1] > 0.2 and narrow[1] < 0.02
+    assert pool.pmf([0.8, 0.95], [100, 101], [0, 0], quality_weight=1.0, rng=rng)[1] > 0.95
+    # Only b's prior mean moved (same strength): its draws move with it.
+    moved = pool.pmf([0.8, 0.5], [100, 101], [0, 0], quality_weight=1.0, rng=rng)
+    assert moved[0] > 0.95
+    # Penalties are applied per decision, to the same draws.
+    costly = pool.pmf([0.8, 0.5], [100, 101], [0.6, 0], quality_weight=1.0, rng=rng)
+    assert costly[1] > 0.95
+    # Another number of models starts the pool afresh.
+    three = pool.pmf([0.1, 0.2, 0.9], [50, 50, 50], [0, 0, 0], quality_weight=1.0, rng=rng)
+    assert len(three) == 3 and three[2] > 0.95
+
+
 def _run(policy: Policy, steps: int, seed: int, *, learn: bool) -> float:
     rng = random.Random(seed)
     total = 0.0
@@ -142,6 +212,22 @@ def test_thompson_decisions_log_their_probability_and_survive_a_reload() -> None
     clone = Policy.from_bytes(policy.to_bytes())
     for i in range(50):
         ctx = _ctx("code" if i % 2 else "quiz", 200 + i)
+        assert clone.decide(ctx) == policy.decide(ctx)
+
+
+def test_a_reload_decides_alike_even_when_the_draws_decide_the_pmf() -> None:
+    # Every model as good as the others: the pmf is whatever the draws say.
+    policy = Policy(CATALOG, config=PolicyConfig(min_kind_grades=5), seed=8)
+    rng = random.Random(8)
+    for i in range(40):
+        d = policy.decide(_ctx("quiz", i))
+        q = float(rng.random() < 0.5)
+        policy.learn(d, q, outcome={"quality": q})
+    first = [policy.decide(_ctx("quiz", 100 + i)) for i in range(5)]  # fills a pool
+    assert len({d.pmf for d in first}) > 1  # the pmf moves with the draws
+    clone = Policy.from_bytes(policy.to_bytes())
+    for i in range(20):
+        ctx = _ctx("quiz", 200 + i)
         assert clone.decide(ctx) == policy.decide(ctx)
 
 
