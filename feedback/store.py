@@ -57,7 +57,7 @@ _MIGRATION_LOCK = 0x726F757465  # "route": the advisory lock serialising migrati
 
 
 #: The largest the WAL file is left after a reset, on the connections of a store whose
-#: WAL a :class:`~feedback.writer.WalCheckpointer` thread checkpoints (SQLite reuses the
+#: WAL a :class:`~feedback.wal.WalCheckpointer` thread checkpoints (SQLite reuses the
 #: file rather than shrinking it; ``journal_size_limit`` truncates it back to this). The
 #: thread also checkpoints once the file grows past it.
 WAL_SIZE_LIMIT = 4 * 1024 * 1024
@@ -146,7 +146,7 @@ class Store:
         # wal_autocheckpoint (SQLite only): the WAL pages after which a commit checkpoints
         # the WAL itself, inside the committing transaction; None keeps SQLite's 1000.
         # The service passes a far larger one, a backstop, and checkpoints from a thread
-        # (feedback.writer.WalCheckpointer); its connections then also truncate the WAL
+        # (feedback.wal.WalCheckpointer); its connections then also truncate the WAL
         # file back to WAL_SIZE_LIMIT after each reset.
         self.url = url
         self.wal_autocheckpoint = wal_autocheckpoint

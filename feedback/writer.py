@@ -12,8 +12,8 @@ this process returned. Until its batch commits a decision is served from memory
 (:meth:`BatchWriter.pending`).
 
 On SQLite the WAL that those commits append to is checkpointed (copied into the database
-file) by :class:`WalCheckpointer`, a thread, instead of inside a committing transaction
-on the event loop.
+file) by :class:`feedback.wal.WalCheckpointer`, a thread, instead of inside a committing
+transaction on the event loop.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 
 from feedback.errors import StoreError
 from feedback.records import FeedbackInput, FeedbackResult, OutcomeRecord, PendingDecision
-from feedback.store import WAL_SIZE_LIMIT, Store, WalCheckpoint
+from feedback.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +36,6 @@ log = logging.getLogger(__name__)
 #: 2 ms of work at a time (~30 us per decision).
 INLINE_SLICE = 64
 
-#: SQLite's own automatic checkpoint stays armed on the service's connections at this
-#: many WAL pages (16 MiB at the default 4 KiB page), four times what the checkpoint
-#: thread lets the WAL reach. Why a backstop rather than ``wal_autocheckpoint=0`` plus
-#: detecting that the thread died: the bound then holds whatever happens to the thread
-#: (an exception, a hang in a slow fsync, falling behind, never started) with nothing
-#: to detect or signal across threads, and it costs nothing while the thread keeps up,
-#: since SQLite only checkpoints on commit once the WAL holds this many pages.
-WAL_BACKSTOP_PAGES = 4096
 
 
 @dataclass
@@ -238,121 +229,3 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
         future.set_exception(value)
     else:
         future.set_result(value)
-
-
-class WalCheckpointer:
-    """Checkpoint a SQLite store's WAL from a thread, not inside the writer's commits.
-
-    SQLite's automatic checkpoint runs in the commit that takes the WAL past 1,000 pages:
-    on the service, a transaction on the event loop, and every request waits for the
-    copy. Here a thread runs ``PRAGMA wal_checkpoint(PASSIVE)`` every ``interval_s``, or
-    sooner once the WAL file exceeds ``max_bytes`` (one ``stat`` per ``poll_s``), on its
-    own pooled connection; sqlite3 drops the GIL while it copies pages and syncs.
-    :meth:`stop` ends with a TRUNCATE checkpoint, which empties the WAL file. Open the
-    store with ``wal_autocheckpoint=WAL_BACKSTOP_PAGES`` (see there) so that the WAL
-    stays bounded even if this thread stops.
-
-    ``on_checkpoint(mode, result, seconds)`` is called after every checkpoint, from the
-    thread, with ``"ok"``, ``"busy"`` or ``"error"`` (for metrics).
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        *,
-        interval_s: float = 1.0,
-        max_bytes: int = WAL_SIZE_LIMIT,
-        poll_s: float = 0.1,
-        on_checkpoint: Any = None,
-    ) -> None:
-        wal = store.wal_path
-        if wal is None:
-            raise ValueError("WalCheckpointer: the store is not a SQLite file")
-        if interval_s <= 0 or poll_s <= 0 or max_bytes <= 0:
-            raise ValueError("interval_s, poll_s and max_bytes: must be positive")
-        self.store = store
-        self.wal = wal
-        self.interval_s = interval_s
-        self.max_bytes = max_bytes
-        self.poll_s = min(poll_s, interval_s)
-        self.on_checkpoint = on_checkpoint
-        self.checkpoints = 0  # PASSIVE checkpoints that ran (ok or busy)
-        self.failures = 0
-        self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="routebandit-wal-checkpoint",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self, *, final: str | None = "TRUNCATE") -> WalCheckpoint | None:
-        """Stop the thread, then run a ``final`` checkpoint (blocks: call it in a thread).
-
-        Call it once the writer has stopped: TRUNCATE waits up to the store's busy
-        timeout for readers and writers still in the WAL.
-        """
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        return self.checkpoint(final) if final is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def wal_bytes(self) -> int:
-        try:
-            return self.wal.stat().st_size
-        except FileNotFoundError:  # no connection open: SQLite removed it
-            return 0
-
-    def checkpoint(self, mode: str = "PASSIVE") -> WalCheckpoint | None:
-        """One checkpoint; a failure is logged, counted and reported, and ``None``.
-
-        A failed checkpoint loses nothing (the pages stay in the WAL) and the next one
-        retries, so the thread carries on rather than dying on, say, a full disk.
-        """
-        started = time.perf_counter()
-        try:
-            result = self.store.wal_checkpoint(mode)
-        except StoreError as exc:
-            self.failures += 1
-            self.last_error = str(exc)
-            log.error("WAL checkpoint (%s) of %s failed (nothing is lost, the pages stay "
-                      "in the WAL; retried in %.1f s): %s", mode, self.wal, self.interval_s,
-                      exc)
-            self._report(mode, "error", started)
-            return None
-        if result.busy and mode != "PASSIVE":
-            log.warning("WAL checkpoint (%s) of %s was blocked by another connection: "
-                        "%d of %d frames copied, the WAL file stays", mode, self.wal,
-                        result.checkpointed_frames, result.log_frames)
-        self._report(mode, "busy" if result.busy else "ok", started)
-        return result
-
-    def _report(self, mode: str, outcome: str, started: float) -> None:
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(mode, outcome, time.perf_counter() - started)
-
-    def _run(self) -> None:
-        last = time.monotonic()
-        try:
-            while not self._stop.wait(self.poll_s):
-                due = time.monotonic() - last >= self.interval_s
-                if not due and self.wal_bytes() <= self.max_bytes:
-                    continue
-                if self.checkpoint("PASSIVE") is not None:
-                    self.checkpoints += 1
-                last = time.monotonic()
-        except Exception as exc:
-            # The thread's top level: nothing above it to raise to. The WAL stays bounded
-            # by SQLite's own checkpoint (the store's wal_autocheckpoint, the backstop;
-            # then in the writer's commits, as without this thread): say so loudly.
-            self.failures += 1
-            self.last_error = f"{exc.__class__.__name__}: {exc}"
-            log.exception("the WAL checkpoint thread of %s stopped; SQLite's automatic "
-                          "checkpoint bounds the WAL from now on", self.wal)

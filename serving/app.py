@@ -22,7 +22,7 @@ from bandit.catalog import Catalog, example_catalog_path
 from bandit.errors import CatalogError, PolicyError
 from bandit.policy import Policy, PolicyConfig
 from feedback.store import Store
-from feedback.writer import WAL_BACKSTOP_PAGES, WalCheckpointer
+from feedback.wal import WAL_BACKSTOP_PAGES, WalCheckpointer
 from serving import errors
 from serving.auth import KeyRing
 from serving.budget import start_budgets

@@ -22,7 +22,8 @@ from feedback.errors import StoreError
 from feedback.models import utcnow
 from feedback.records import PendingDecision
 from feedback.store import WAL_SIZE_LIMIT, Store, WalCheckpoint
-from feedback.writer import WAL_BACKSTOP_PAGES, BatchWriter, WalCheckpointer
+from feedback.wal import WAL_BACKSTOP_PAGES, WalCheckpointer
+from feedback.writer import BatchWriter
 from serving.app import create_app
 from tests.feedback.test_store import decide
 from tests.serving.conftest import service_settings
@@ -171,6 +172,17 @@ def test_the_file_size_triggers_a_checkpoint_before_the_interval(tmp_path: Path)
         while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert checkpointer.checkpoints >= 1  # long before 60 s
+        # The file keeps its size until a writer starts it over: a big WAL that nothing
+        # wrote to since is not checkpointed again at every poll.
+        assert checkpointer.wal_bytes() > MIB
+        done = checkpointer.checkpoints
+        time.sleep(0.3)  # 30 polls
+        assert checkpointer.checkpoints == done
+        store.write_batch(decisions=pendings(600))  # written again: checkpointed again
+        deadline = time.monotonic() + 5
+        while checkpointer.checkpoints == done and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.checkpoints > done
     finally:
         checkpointer.stop(final=None)
         store.close()
