@@ -76,6 +76,7 @@ class ServeProcess:
                                    + self.log_path.read_text()[-3000:])
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    self._check_owner()
                     return
             except httpx.HTTPError:
                 pass
@@ -83,6 +84,16 @@ class ServeProcess:
         self.kill()
         raise RuntimeError("routebandit serve did not become ready:\n"
                            + self.log_path.read_text()[-3000:])
+
+    def _check_owner(self) -> None:
+        # The port was free when it was picked, but another process can take it before
+        # this one binds it: then this one exits and the other answers for it.
+        pid = httpx.get(f"{self.url}/healthz", timeout=1.0).json().get("pid")
+        if self.proc is not None and pid != self.proc.pid:
+            self.kill()
+            raise RuntimeError(f"port {self.port} is answered by another process (pid {pid}), "
+                               f"not this routebandit serve (pid {self.proc.pid}):\n"
+                               + self.log_path.read_text()[-3000:])
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no last checkpoint, no flush."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from tests.serving.conftest import Api
 
 
 async def test_health_and_readiness(api: Api) -> None:
-    assert (await api.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await api.client.get("/healthz")).json() == {"status": "ok", "pid": os.getpid()}
     ready = await api.client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {
         "policy": True, "writer": True, "learner": True, "database": True}
