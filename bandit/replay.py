@@ -51,8 +51,17 @@ from bandit.policy import SKETCH_NAMESPACE, Policy, PolicyConfig
 from bandit.reward import COST_UNIT_USD, RewardWeights, reward
 from bandit.vwformat import shared_line
 
-#: From "quality only" to "one thousandth of a dollar outweighs a correct answer".
-DEFAULT_COST_WEIGHTS = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+#: The cost weights of the sweep, in quality points per $0.001, from "quality only" to
+#: "one thousandth of a dollar outweighs a correct answer": 0, then 0.0005 to 1 in steps
+#: of 1.4-1.7x. Two operating points of a frontier can only be mixed along the line
+#: between them, so a point the grid skips (one task past its cheaper model's turn,
+#: another not yet) costs every router alike.
+DEFAULT_COST_WEIGHTS = (0.0, 0.0005, 0.0007, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.007,
+                        0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5,
+                        0.7, 1.0)
+#: The sweep of sessions 1-3 (12 weights, a subset of the above), for comparison.
+COARSE_COST_WEIGHTS = (0.0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2,
+                       0.5, 1.0)
 #: Every model answered every prompt of an outcome table, so none may be ruled out by
 #: a context window: the catalog's models get one larger than any prompt.
 _REPLAY_CONTEXT_WINDOW = 10**9

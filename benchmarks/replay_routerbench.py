@@ -19,13 +19,22 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
+from bandit.frontier import frontier_metrics
 from bandit.outcomes import load_outcomes
 from bandit.policy import EXPLORATIONS, PolicyConfig
-from bandit.replay import DEFAULT_COST_WEIGHTS, ReplayConfig, replay, work_units
+from bandit.replay import (
+    COARSE_COST_WEIGHTS,
+    DEFAULT_COST_WEIGHTS,
+    ReplayConfig,
+    replay,
+    work_units,
+)
 from serving.commands.replay import plot, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +69,29 @@ def _meets(value: float | None, op: str, target: float) -> bool:
     if value is None:
         return False
     return value <= target if op == "<=" else value >= target
+
+
+def coarse_metrics(result: Any, router: Any) -> dict[str, float | None]:
+    """A router's headline numbers from the points of the sessions 1-3 sweep only."""
+    points = [p.xy for p in router.points if p.cost_weight in COARSE_COST_WEIGHTS]
+    best = result.best_single
+    return frontier_metrics(points, reference_cost=best.cost_per_prompt,
+                            reference_quality=best.quality,
+                            c_max=result.aiq_cost_max).to_dict()
+
+
+def print_means(results: list[Any],
+                metrics: Callable[[Any, Any], dict[str, float | None]]) -> None:
+    """Mean headline numbers of the bandit and the full-information baseline."""
+    for key in (*(k for k, _, _ in TARGETS), "quality_pct_at_30", "aiq"):
+        row = []
+        for name in ("bandit", "full_information"):
+            vals = [metrics(r, r.bandit if name == "bandit" else r.baseline(name))[key]
+                    for r in results]
+            got = [v for v in vals if v is not None]
+            mean = _fmt(sum(got) / len(got), key) if got else "not reached"
+            row.append(f"{mean} ({len(got)}/{len(vals)} reached)")
+        print(f"  {LABELS[key]:<36} bandit {row[0]:<26} full-info {row[1]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,15 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  bandit meets {met} of {len(TARGETS)} targets")
     if len(results) > 1:
         print(f"\n  mean over seeds {args.seeds} (over the seeds that reach it):")
-        for key in (*(k for k, _, _ in TARGETS), "quality_pct_at_30", "aiq"):
-            row = []
-            for name in ("bandit", "full_information"):
-                vals = [(r.bandit if name == "bandit" else r.baseline(name)).metrics.to_dict()[key]
-                        for r in results]
-                got = [v for v in vals if v is not None]
-                mean = _fmt(sum(got) / len(got), key) if got else "not reached"
-                row.append(f"{mean} ({len(got)}/{len(vals)} reached)")
-            print(f"  {LABELS[key]:<36} bandit {row[0]:<26} full-info {row[1]}")
+        print_means(results, lambda r, router: router.metrics.to_dict())
+        print(f"\n  the same runs, frontier from the {len(COARSE_COST_WEIGHTS)}-weight sweep of "
+              "sessions 1-3 only:")
+        print_means(results, coarse_metrics)
     print("\n  (full-info = full-information baseline, sees every model's grade on train)")
     if args.json is not None:
         out = result.to_dict()

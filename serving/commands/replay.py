@@ -240,6 +240,9 @@ def _short(r: RouterResult) -> str:
     }.get(r.name, r.label)
 
 
+#: Learning curves drawn at most, spread evenly over the sweep.
+MAX_PLOTTED_CURVES = 8
+
 def plot(result: ReplayResult, path: Path) -> None:
     """Write the frontier and learning-curve panels as a PNG (matplotlib's Agg canvas)."""
     from matplotlib import colormaps
@@ -289,6 +292,9 @@ def plot(result: ReplayResult, path: Path) -> None:
     ax.grid(alpha=0.3)
 
     curves = result.learning_curves
+    if len(curves) > MAX_PLOTTED_CURVES:  # a readable panel: an even spread of the sweep
+        step = (len(curves) - 1) / (MAX_PLOTTED_CURVES - 1)
+        curves = tuple(curves[round(i * step)] for i in range(MAX_PLOTTED_CURVES))
     cmap = colormaps["viridis"]
     for n, (w, curve) in enumerate(curves):
         shade = cmap(0.9 * n / max(1, len(curves) - 1))
@@ -302,7 +308,9 @@ def plot(result: ReplayResult, path: Path) -> None:
     lc.set_xlabel("online train steps (prompts routed)")
     lc.set_ylabel(f"mean quality of the chosen model\n(blocks of {result.config.curve_every} "
                   "steps, exploring)")
-    lc.set_title("Learning curves, one per cost weight w")
+    lc.set_title("Learning curves, one per cost weight w" if len(curves) == len(
+        result.learning_curves) else f"Learning curves, {len(curves)} of the "
+        f"{len(result.learning_curves)} cost weights w")
     lc.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     lc.grid(alpha=0.3)
     try:
