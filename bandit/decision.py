@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bandit.features import Context
 from bandit.reward import RewardWeights
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     """One candidate model as the policy saw it: its VW feature text and the expected
-    cost (USD) and latency (ms) of calling it, as estimated when deciding."""
+    cost (USD) and latency (ms) of calling it, as estimated when deciding.
+
+    A named tuple: every decision builds one per eligible model, and a tuple is built
+    in less than half the time of a frozen dataclass.
+    """
 
     model: str
     features: str

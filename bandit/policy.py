@@ -376,17 +376,25 @@ class Policy:
 
     def _beliefs(self, context: Context, actions: tuple[Action, ...]) -> _Beliefs:
         """The posterior of each action's quality, and the prompt's kind."""
-        prior = self.predict_vw_quality(context, actions)
         n0 = self.config.prior_strength
         if not self.config.kind_pooling:
+            prior = self.predict_vw_quality(context, actions)
             return _Beliefs(prior, [n0] * len(prior), 0.0, None)
         kind = kind_of(context)
         models = [a.model for a in actions]
         ns, sums, total = self._kinds.counts(kind, models)
         if total >= self.config.min_kind_grades:
-            # Established: the kind's mean prediction, the same for every prompt of it.
-            prior = [q if m is None else m
-                     for q, m in zip(prior, self._kinds.prior_means(kind, models), strict=True)]
+            # Established: the kind's mean prediction, the same for every prompt of it,
+            # so VW is asked only about a model the kind has no prediction for yet.
+            kind_means = self._kinds.prior_means(kind, models)
+            if any(m is None for m in kind_means):
+                per_prompt = self.predict_vw_quality(context, actions)
+                prior = [q if m is None else m
+                         for q, m in zip(per_prompt, kind_means, strict=True)]
+            else:
+                prior = cast("list[float]", kind_means)
+        else:
+            prior = self.predict_vw_quality(context, actions)
         means = [(n0 * q + s) / (n0 + n) for q, n, s in zip(prior, ns, sums, strict=True)]
         return _Beliefs(means, [n0 + n for n in ns], total, kind)
 
