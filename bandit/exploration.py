@@ -131,7 +131,7 @@ class ThompsonPool:
         self.refresh = max(1, draws // 8) if refresh is None else min(refresh, draws)
         self._samples = np.empty((draws, 0))  # each column at its draw-time mean
         self._params: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
-        self._mean = self._means = self._strengths = self._a = self._b = np.empty(0)
+        self._means = self._strengths = self._a = self._b = np.empty(0)
         self._shift = np.empty(0)  # current mean - draw-time mean, per column
         self._cursor = 0
 
@@ -151,7 +151,7 @@ class ThompsonPool:
                 self._samples[:, graded] = rng.beta(a[graded], b[graded],
                                                     size=(self.draws, len(graded)))
                 self._means[graded] = mean[graded]
-        self._mean, self._strengths, self._a, self._b = mean, strength, a, b
+        self._strengths, self._a, self._b = strength, a, b
         self._shift = mean - self._means
         return fresh
 
