@@ -44,7 +44,7 @@ def shared_line(context: Context, *, namespaces: Collection[str] | None = None) 
     parts = ["shared"]
     for name in ("u", "q", "s", "t"):
         if namespaces is None or name in namespaces:
-            parts.append(_ns(name, context.namespaces.get(name, ())))
+            parts.append(_ns(name, context.tokens(name)))
     for name, vec in context.dense.items():
         if namespaces is None or name in namespaces:
             fmt = _DENSE_FORMATS if len(vec) <= len(_DENSE_FORMATS) else _dense_formats(len(vec))

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bandit.errors import RequestError
 from bandit.features import Context, estimate_tokens, featurize, parse_request, sketch
+from bandit.vwformat import shared_line
 
 
 def test_messages_split_system_turns_and_last_user() -> None:
@@ -101,6 +102,21 @@ def test_long_prompts_are_capped_keeping_both_ends() -> None:
 def test_context_round_trips_through_dict() -> None:
     ctx = featurize(parse_request(prompt="Write a python function to sort a list.\n\nThanks"))
     assert Context.from_dict(ctx.to_dict()) == ctx
+
+
+def test_bigrams_are_derived_for_vw_and_stored_contexts_of_before_read_alike() -> None:
+    ctx = featurize(parse_request(prompt="Write a python function to sort a list."))
+    words = ctx.namespaces["u"]
+    assert words == ("write", "a", "python", "function", "to", "sort", "a", "list")
+    assert ctx.to_dict()["bigrams"] == ["u"] and "a_python" not in ctx.to_dict()["namespaces"]["u"]
+    text = shared_line(ctx)
+    assert "|u:0.258199 write a python function to sort a list write_a a_python" in text
+    # A context stored before bigrams were derived: words and bigrams in "u" itself.
+    old = ctx.to_dict()
+    del old["bigrams"]
+    old["namespaces"]["u"] = list(ctx.tokens("u"))
+    assert len(old["namespaces"]["u"]) == 2 * len(words) - 1
+    assert shared_line(Context.from_dict(old)) == text
 
 
 def test_similar_prompts_have_closer_sketches_than_different_ones() -> None:
