@@ -220,7 +220,8 @@ class Estimates:
 
         The answer-length fit (in tokens) for a priced model, the call-cost fit (USD)
         for one without prices; None where the model's fit has too few observations.
-        Equal to each fit's own prediction; pass them to :meth:`cost_usd` as ``fit``.
+        Each fit's own prediction, up to float rounding (the product sums in another
+        order); pass them to :meth:`cost_usd` as ``fit``.
         """
         key = tuple((spec.name, spec.input_price > 0 or spec.output_price > 0)
                     for spec in specs)

@@ -564,16 +564,19 @@ def full_information_predictions(
     rows = table.indices("test")
     pred = np.empty((len(rows), table.n_models))
     cost = np.empty((len(rows), table.n_models))
+    specs = list(catalog)
     for n, i in enumerate(rows):
         arm_lines = lines(contexts[i])
         prompt = describe(contexts[i].input_tokens, contexts[i].dense.get(SKETCH_NAMESPACE))
-        for j, spec in enumerate(catalog):
+        # Every model's cost fit in one matrix product, as Policy.actions_for does.
+        fits = estimates.fitted(specs, prompt)
+        for j, spec in enumerate(specs):
             score = ws.predict_one(parser.parse_line(arm_lines[j]))
             if not isinstance(score, (int, float)):
                 raise PolicyError(f"the regressor predicted {score!r}, not a number")
             pred[n, j] = float(score)
             cost[n, j] = estimates.cost_usd(spec, input_tokens=contexts[i].input_tokens,
-                                            max_tokens=None, prompt=prompt)
+                                            max_tokens=None, fit=fits[j])
         if progress is not None:
             progress(1)
     return np.clip(pred, 0.0, 1.0), cost
