@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 INLINE_SLICE = 64
 
 
-
 @dataclass
 class _Op:
     item: OutcomeRecord | FeedbackInput
