@@ -27,9 +27,6 @@ class PendingDecision:
     kind: str = POLICY
     arm: str | None = None
     prompt_text: str | None = None
-    # The row as the store's driver takes it (Store.encode_decision), when the caller
-    # encoded it already; computed at write time otherwise.
-    encoded: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -329,17 +329,19 @@ class Store:
         decisions: Sequence[PendingDecision] = (),
         outcomes: Sequence[OutcomeRecord] = (),
         feedback: Sequence[FeedbackInput] = (),
+        rows: Sequence[Any] = (),
     ) -> BatchResult:
         """Write decisions, then outcomes, then feedback in ONE transaction.
 
         This is the group commit the service's writer uses: many requests share one
-        commit. Per-operation client errors (unknown decision, conflicting feedback)
-        are returned in place; a database failure raises and nothing is written.
+        commit. ``rows`` are decisions encoded already (:meth:`encode_decision`),
+        written with ``decisions``. Per-operation client errors (unknown decision,
+        conflicting feedback) are returned in place; a database failure raises and
+        nothing is written.
         """
         result = BatchResult()
         with self._conn(write=True) as conn:
-            rows = [d.encoded if d.encoded is not None else self.encode_decision(d)
-                    for d in decisions]
+            rows = [*rows, *map(self.encode_decision, decisions)]
             if rows and self.dialect == "sqlite":
                 # The hot path of /v1/route: straight to the driver, values pre-encoded.
                 conn.exec_driver_sql(_SQLITE_INSERT_DECISION, rows)
@@ -356,9 +358,11 @@ class Store:
     def encode_decision(self, p: PendingDecision) -> Any:
         """The ``decisions`` row of ``p`` as :meth:`write_batch` passes it to the driver.
 
-        The service encodes on the request path (~20 us) so that the writer thread holds
-        the GIL only briefly: a batch of hundreds of rows encoded there would stall the
-        event loop for milliseconds at a time.
+        The service's writer encodes on the request path (~20 us): a batch of hundreds
+        of rows encoded at write time would hold the event loop (or, from a thread, the
+        GIL) for milliseconds at a time. It then keeps only the row, on SQLite a tuple
+        of plain values that Python's cyclic GC stops tracking, instead of the decision
+        with its context and actions (tens of tracked objects each).
         """
         return _sqlite_decision_row(p) if self.dialect == "sqlite" else _decision_values(p)
 

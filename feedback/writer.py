@@ -8,8 +8,8 @@ hands them over in the background), and waking the writer for each one gave low
 concurrency traffic a commit per outcome. One writer task, one batch in
 flight: a decision is always written in the same transaction as, or an earlier one than,
 any outcome or feedback that refers to it, so ``/v1/feedback`` never misses a decision
-this process returned. Until its batch commits a decision is served from memory
-(:meth:`BatchWriter.pending`).
+this process returned. Until its batch commits, a decision is only its encoded row
+here (:meth:`BatchWriter.is_pending`); the service remembers what feedback needs of it.
 
 On SQLite the WAL that those commits append to is checkpointed (copied into the database
 file) by :class:`feedback.wal.WalCheckpointer`, a thread, instead of inside a committing
@@ -67,8 +67,11 @@ class BatchWriter:
         # meanwhile to 40-65 ms, the p99 of /v1/route. A server database answers over
         # the network, so it keeps the thread.
         self.inline = (store.dialect == "sqlite") if inline is None else inline
-        self._decisions: deque[PendingDecision] = deque()
-        self._pending: dict[str, PendingDecision] = {}
+        # (decision_id, row encoded by the store): a decision is encoded once, on the
+        # request path, and its Decision object (context, actions: tens of objects the
+        # cyclic GC would walk at every young collection while it waits) is let go.
+        self._decisions: deque[tuple[str, Any]] = deque()
+        self._pending: set[str] = set()
         self._ops: list[_Op] = []
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,12 +113,13 @@ class BatchWriter:
                 f"decision buffer full ({self.max_pending} unwritten decisions): "
                 f"the database is not keeping up ({self.last_error or 'slow writes'})"
             )
-        self._pending[decision.decision_id] = decision
-        self._decisions.append(decision)
+        row = self.store.encode_decision(decision)
+        self._pending.add(decision.decision_id)
+        self._decisions.append((decision.decision_id, row))
 
-    def pending(self, decision_id: str) -> PendingDecision | None:
-        """A decision returned but not yet committed, if it is one."""
-        return self._pending.get(decision_id)
+    def is_pending(self, decision_id: str) -> bool:
+        """Whether a decision was buffered and is not yet committed."""
+        return decision_id in self._pending
 
     @property
     def buffered(self) -> int:
@@ -181,17 +185,16 @@ class BatchWriter:
             while len(decisions) > INLINE_SLICE:
                 head, decisions = decisions[:INLINE_SLICE], decisions[INLINE_SLICE:]
                 try:
-                    self.store.write_batch(decisions=head, outcomes=[], feedback=[])
+                    self.store.write_batch(rows=[row for _, row in head])
                 except StoreError as exc:
                     decisions = head + decisions
                     self._failed(exc, decisions, ops)
                     return
-                for d in head:
-                    self._pending.pop(d.decision_id, None)
+                self._pending.difference_update(i for i, _ in head)
                 await asyncio.sleep(0)
         write = functools.partial(
             self.store.write_batch,
-            decisions=decisions,
+            rows=[row for _, row in decisions],
             outcomes=[op.item for op in outcomes],  # type: ignore[misc]
             feedback=[op.item for op in feedback],  # type: ignore[misc]
         )
@@ -201,8 +204,7 @@ class BatchWriter:
             self._failed(exc, decisions, ops)
             return
         self.last_error = None
-        for d in decisions:
-            self._pending.pop(d.decision_id, None)
+        self._pending.difference_update(i for i, _ in decisions)
         for op, done in zip(outcomes, result.outcomes, strict=True):
             _resolve(op.future, done)
         for op, fb in zip(feedback, result.feedback, strict=True):
@@ -210,7 +212,7 @@ class BatchWriter:
         if self.on_flush is not None:
             self.on_flush(n_decisions, len(ops), time.perf_counter() - started)
 
-    def _failed(self, exc: StoreError, decisions: list[PendingDecision], ops: list[_Op]) -> None:
+    def _failed(self, exc: StoreError, decisions: list[tuple[str, Any]], ops: list[_Op]) -> None:
         self.last_error = str(exc)
         log.error("write of %d decisions and %d operations failed: %s",
                   len(decisions), len(ops), exc)

@@ -209,7 +209,6 @@ def _outcome_tuple(o: OutcomeRecord | None) -> tuple[Any, ...] | None:
 class _ToLearn:
     seq: int
     decision_id: str
-    decision: Decision | None  # None: loaded from the store by the learner thread
     reward: float
     outcome: Mapping[str, float | None]
     kind: str
@@ -374,11 +373,11 @@ class RouterService:
             user_key=user_key, task=_meta(request.metadata, "task"), kind=kind, arm=arm,
             prompt_text=_prompt_text(req.system, req.turns) if self.store_prompts else None,
         )
-        self.writer.add_decision(replace(pending, encoded=self.store.encode_decision(pending)))
+        self.writer.add_decision(pending)
         if shadow is not None:  # the challenger's choice: logged, never served
-            logged = replace(pending, decision_id=secrets.token_hex(16), decision=shadow,
-                             kind=SHADOW, arm=CHALLENGER, prompt_text=None)
-            self.writer.add_decision(replace(logged, encoded=self.store.encode_decision(logged)))
+            self.writer.add_decision(replace(
+                pending, decision_id=secrets.token_hex(16), decision=shadow, kind=SHADOW,
+                arm=CHALLENGER, prompt_text=None))
         self._remember(decision_id, _Recent.of(decision, tenant, kind))
         self.metrics.decision(decision.model, kind)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
@@ -452,10 +451,10 @@ class RouterService:
             return result
         self.metrics.feedback_result("accepted")
         self.metrics.observe_reward(result.record.reward)
-        pending = self.writer.pending(decision_id)
+        # The decision is committed by now (in this feedback's transaction or before):
+        # the learner thread loads it from the store, a batch at a time.
         item = _ToLearn(
             seq=result.record.seq, decision_id=decision_id,
-            decision=None if pending is None else pending.decision,
             reward=result.record.reward, outcome=r.measured, kind=recent.kind,
             queued=time.perf_counter(),
         )
@@ -472,7 +471,7 @@ class RouterService:
 
     async def get_decision(self, decision_id: str, tenant: str | None) -> DecisionRecord:
         """The audit view of a decision (with outcome and feedback)."""
-        if self.writer.pending(decision_id) is not None:
+        if self.writer.is_pending(decision_id):
             await self.writer.flush()
         record = await asyncio.to_thread(self.store.get_decision, decision_id, tenant=tenant)
         if record is None:
@@ -481,19 +480,17 @@ class RouterService:
 
     async def _lookup(self, decision_id: str, tenant: str | None) -> _Recent:
         recent = self._recent.get(decision_id)
-        if recent is None:
-            pending = self.writer.pending(decision_id)
-            if pending is not None:
-                recent = _Recent.of(pending.decision, pending.tenant, pending.kind)
-            else:
+        if recent is None:  # not remembered (evicted, or no cache): from the store
+            if self.writer.is_pending(decision_id):
+                await self.writer.flush()
+            record = await asyncio.to_thread(self.store.get_decision, decision_id)
+            deadline = time.monotonic() + self.lookup_grace_s
+            while record is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
                 record = await asyncio.to_thread(self.store.get_decision, decision_id)
-                deadline = time.monotonic() + self.lookup_grace_s
-                while record is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                    record = await asyncio.to_thread(self.store.get_decision, decision_id)
-                if record is not None:
-                    recent = _Recent.of(record.decision, record.tenant, record.kind,
-                                        record.outcome)
+            if record is not None:
+                recent = _Recent.of(record.decision, record.tenant, record.kind,
+                                    record.outcome)
         if recent is None or (tenant is not None and recent.tenant != tenant):
             raise UnknownDecisionError(decision_id)
         return recent
@@ -571,11 +568,10 @@ class RouterService:
                     self.metrics.checkpoints.inc()
 
     def _learn_batch(self, batch: Sequence[_ToLearn]) -> int:
-        missing = [b.decision_id for b in batch if b.decision is None]
-        loaded = self.store.load_decisions(missing) if missing else {}
+        loaded = self.store.load_decisions([b.decision_id for b in batch])
         items = []
         for b in batch:
-            decision = b.decision or loaded.get(b.decision_id)
+            decision = loaded.get(b.decision_id)
             if decision is None:  # deleted meanwhile; nothing left to learn from
                 log.warning("decision %s of feedback %d is gone", b.decision_id, b.seq)
                 continue

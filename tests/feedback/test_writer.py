@@ -95,7 +95,7 @@ async def test_inline_batches_are_written_in_slices_and_keep_their_order(store: 
     real = store.write_batch
 
     def recording(**kwargs: Any) -> Any:
-        calls.append((len(kwargs.get("decisions") or []), len(kwargs.get("feedback") or [])))
+        calls.append((len(kwargs.get("rows") or []), len(kwargs.get("feedback") or [])))
         return real(**kwargs)
 
     store.write_batch = recording  # type: ignore[method-assign]
@@ -114,4 +114,4 @@ async def test_inline_batches_are_written_in_slices_and_keep_their_order(store: 
     s = writer_module.INLINE_SLICE
     assert calls[:3] == [(s, 0), (s, 0), (5, 1)]
     assert store.count("decisions") >= n
-    assert writer.pending(pendings[0].decision_id) is None  # written, no longer in memory
+    assert not writer.is_pending(pendings[0].decision_id)  # written, no longer in memory

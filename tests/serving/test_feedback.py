@@ -61,7 +61,7 @@ async def test_feedback_never_misses_a_fresh_decision(tmp_path: Path, db_url: st
     # Decisions are written every second at most; feedback right away still finds them.
     async with running(service_settings(tmp_path, db_url, flush_interval_ms=1000)) as api:
         out = await api.route()
-        assert api.service.writer.pending(out["decision_id"]) is not None
+        assert api.service.writer.is_pending(out["decision_id"])
         api.service._recent.clear()  # not even the in-memory cache helps
         r = await api.client.post("/v1/feedback", json={"decision_id": out["decision_id"],
                                                          "score": 1})
