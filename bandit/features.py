@@ -425,14 +425,16 @@ def sketch(tokens: Sequence[str]) -> tuple[float, ...]:
     """
     if not tokens:
         return (0.0,) * SKETCH_DIM
-    # The rows are summed in token order in float32 (numpy's sum over the outer axis),
-    # so the result is bit-for-bit what it always was; do not reorder or deduplicate.
-    vec = _sketch_table().take(_bucket_index(tokens), axis=0).sum(axis=0)
-    # np.linalg.norm of a 1-d float array is exactly sqrt(x.dot(x)), minus its checks.
+    # The rows are summed in token order in float32 (np.add.reduce over the outer axis:
+    # what ndarray.sum calls, minus its Python wrapper), so the result is bit-for-bit
+    # what it always was; do not reorder or deduplicate.
+    vec = np.add.reduce(_sketch_table().take(_bucket_index(tokens), axis=0), axis=0)
+    # np.linalg.norm of a 1-d float array is exactly sqrt(x.dot(x)), minus its checks;
+    # the square root stays numpy's, in float32.
     norm = float(np.sqrt(vec.dot(vec)))
     if norm == 0.0:
         return (0.0,) * SKETCH_DIM
-    return tuple(np.round(vec / norm, 5).tolist())
+    return tuple((vec / norm).round(5).tolist())  # the method: np.round's wrapper calls it
 
 
 def _len_without_digits(text: str) -> int:
