@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -26,6 +25,7 @@ from bandit.features import featurize, parse_request
 from bandit.policy import Policy
 from bandit.reward import RewardWeights
 from feedback.errors import FeedbackConflictError, StoreError, UnknownDecisionError
+from feedback.ids import new_decision_id
 from feedback.learner import Learner
 from feedback.models import utcnow
 from feedback.records import (
@@ -366,7 +366,7 @@ class RouterService:
                 routed = self.arms().route(context, user_key=user_key, weights=weights,
                                            allow=allow)
                 decision, arm, shadow = routed.served, routed.arm, routed.shadow
-        decision_id = secrets.token_hex(16)  # 128 random bits: unguessable
+        decision_id = new_decision_id()  # UUIDv7: 74 random bits, time-ordered (ids.py)
         pending = PendingDecision(
             decision_id=decision_id, decision=decision, tenant=tenant,
             created_at=utcnow(),
@@ -376,7 +376,7 @@ class RouterService:
         self.writer.add_decision(pending)
         if shadow is not None:  # the challenger's choice: logged, never served
             self.writer.add_decision(replace(
-                pending, decision_id=secrets.token_hex(16), decision=shadow, kind=SHADOW,
+                pending, decision_id=new_decision_id(), decision=shadow, kind=SHADOW,
                 arm=CHALLENGER, prompt_text=None))
         self._remember(decision_id, _Recent.of(decision, tenant, kind))
         self.metrics.decision(decision.model, kind)
