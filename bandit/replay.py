@@ -119,10 +119,25 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
+class TaskSlice:
+    """An operating point restricted to one task's test prompts."""
+
+    task: str
+    quality: float
+    cost_per_prompt: float
+    choices: tuple[tuple[str, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"quality": self.quality, "cost_per_prompt": self.cost_per_prompt,
+                "choices": dict(self.choices)}
+
+
+@dataclass(frozen=True)
 class OperatingPoint:
     """One setting of a router evaluated on test: mean quality and cost per prompt.
 
-    ``choices`` is the share of test prompts sent to each model (most used first).
+    ``choices`` is the share of test prompts sent to each model (most used first);
+    ``by_task`` the same per task, when the test split has more than one.
     """
 
     quality: float
@@ -130,6 +145,7 @@ class OperatingPoint:
     cost_weight: float | None = None
     model: str | None = None
     choices: tuple[tuple[str, float], ...] = ()
+    by_task: tuple[TaskSlice, ...] = ()
 
     @property
     def xy(self) -> tuple[float, float]:
@@ -143,6 +159,8 @@ class OperatingPoint:
             out["model"] = self.model
         if self.choices:
             out["choices"] = dict(self.choices)
+        if self.by_task:
+            out["by_task"] = {t.task: t.to_dict() for t in self.by_task}
         return out
 
 
@@ -295,15 +313,27 @@ def _point(
 ) -> OperatingPoint:
     q = table.quality[rows, chosen]
     c = table.cost_usd[rows, chosen]
-    counts = np.bincount(chosen, minlength=table.n_models) / max(1, len(rows))
-    shares = sorted(
-        ((table.models[j], float(s)) for j, s in enumerate(counts) if s > 0),
-        key=lambda kv: (-kv[1], kv[0]),
-    )
+    tasks = np.array([table.tasks[i] for i in rows])
+    names = sorted(set(tasks.tolist()))
+    by_task: list[TaskSlice] = []
+    if len(names) > 1:
+        for t in names:
+            mine = tasks == t
+            by_task.append(TaskSlice(
+                task=t, quality=float(q[mine].mean()), cost_per_prompt=float(c[mine].mean()),
+                choices=_shares(table, chosen[mine])))
     return OperatingPoint(
         quality=float(q.mean()), cost_per_prompt=float(c.mean()), cost_weight=cost_weight,
-        choices=tuple(shares),
+        choices=_shares(table, chosen), by_task=tuple(by_task),
     )
+
+
+def _shares(table: OutcomeTable, chosen: IntArray) -> tuple[tuple[str, float], ...]:
+    counts = np.bincount(chosen, minlength=table.n_models) / max(1, len(chosen))
+    return tuple(sorted(
+        ((table.models[j], float(s)) for j, s in enumerate(counts) if s > 0),
+        key=lambda kv: (-kv[1], kv[0]),
+    ))
 
 
 def _argmax_cheapest(score: FloatArray, cost: FloatArray) -> IntArray:

@@ -17,7 +17,8 @@ A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` wri
                "tasks": {task: {"train": n, "test": n}}, "split_assigned"},
       "best_single": {"model", "quality", "cost_per_prompt"},
       "frontier": [{"cost_weight", "quality", "cost_per_prompt",
-                    "choices": {model: share}}],          # the bandit, one per weight
+                    "choices": {model: share},            # the bandit, one per weight
+                    "by_task": {task: {"quality", "cost_per_prompt", "choices"}}}],
       "hull": [{"cost_per_prompt", "quality"}],            # its non-decreasing hull
       "cost_pct_for_95", "cost_pct_for_98",                # % of best_single's cost
       "quality_pct_at_10", "quality_pct_at_30",            # % of best_single's quality
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ from bandit.outcomes import load_outcomes
 from bandit.policy import EXPLORATIONS, PolicyConfig
 from bandit.replay import (
     DEFAULT_COST_WEIGHTS,
+    OperatingPoint,
     ReplayConfig,
     ReplayResult,
     RouterResult,
@@ -222,11 +225,41 @@ def render(result: ReplayResult, *, source: str = "") -> str:
             f"  {p.cost_weight:>11g}  {p.quality:>8.3f} {p.cost_per_prompt:>9.5f}   "
             f"{f.quality:>11.3f} {f.cost_per_prompt:>9.5f}   {top}"
         )
+    lines += _per_task_lines(result.bandit.points)
     lines += ["", f"  {'single model':<40} {'quality':>8} {'$/prompt':>9}"]
     singles = sorted(result.baseline("single_models").points, key=lambda p: p.cost_per_prompt)
     for p in singles:
         lines.append(f"  {p.model or '':<40} {p.quality:>8.3f} {p.cost_per_prompt:>9.5f}")
     return "\n".join(lines)
+
+
+#: Tasks shown side by side in the per-task block of the table (all are in the JSON).
+MAX_TABLE_TASKS = 6
+
+
+def _per_task_lines(points: Sequence[OperatingPoint]) -> list[str]:
+    """The bandit's most used model per task at each cost weight, with the task's quality."""
+    if not points or not points[0].by_task or len(points[0].by_task) > MAX_TABLE_TASKS:
+        return []
+    tasks = [t.task for t in points[0].by_task]
+    width = 32
+    lines = ["", "  the bandit's most used model per task (its share of the task's test prompts, "
+                 "the task's quality)",
+             (f"  {'cost weight':>11}  "
+              + "".join(f"{t[:width - 2]:<{width}}" for t in tasks)).rstrip()]
+    for p in points:
+        cells = []
+        for t in p.by_task:
+            model, share = t.choices[0]
+            cells.append(f"{_tail(model, 18)} {share:.0%} {t.quality:.3f}"[:width - 2])
+        lines.append((f"  {p.cost_weight or 0:>11g}  "
+                      + "".join(f"{c:<{width}}" for c in cells)).rstrip())
+    return lines
+
+
+def _tail(name: str, n: int) -> str:
+    """A model name's last path part, cut to ``n`` characters."""
+    return name.rsplit("/", 1)[-1][:n]
 
 
 def _short(r: RouterResult) -> str:

@@ -104,6 +104,10 @@ def assert_schema(out: dict[str, Any], n_weights: int) -> None:
     assert len(out["frontier"]) == n_weights
     for point in out["frontier"]:
         assert {"cost_weight", "quality", "cost_per_prompt"} <= set(point)
+        if len(out["data"]["tasks"]) > 1:
+            assert set(point["by_task"]) == set(out["data"]["tasks"])
+            for task in point["by_task"].values():
+                assert {"quality", "cost_per_prompt", "choices"} == set(task)
     for key in HEADLINE:
         assert key in out
         assert out[key] is None or isinstance(out[key], float)
@@ -144,6 +148,7 @@ def test_cli_end_to_end_writes_json_plot_and_table(
     captured = capsys.readouterr()
     assert "best single model on test" in captured.out
     assert "full-information baseline" in captured.out
+    assert "most used model per task" in captured.out
     assert "replay" in captured.err  # the progress bar
     # The bandit routes math to mathy and code to coder: far better than random.
     best_bandit = max(p["quality"] for p in out["frontier"])
@@ -206,6 +211,26 @@ def test_baselines(result: Any, table: OutcomeTable) -> None:
     assert per_task.points[0].quality == 1.0  # math -> mathy, code -> coder
     assert per_task.points[0].choices == (("coder", 0.5), ("mathy", 0.5))
     assert per_task.points[-1].choices == (("tiny", 1.0),)  # w = 1: a grade < $0.001
+
+
+def test_every_point_breaks_down_by_task(result: Any, table: OutcomeTable) -> None:
+    test = table.indices("test")
+    share = {t: sum(table.tasks[i] == t for i in test) / len(test) for t in ("code", "math")}
+    for r in (result.bandit, *result.baselines):
+        for p in r.points:
+            if r.name in ("single_models", "random"):  # no routing to break down
+                continue
+            assert [t.task for t in p.by_task] == ["code", "math"]
+            for t in p.by_task:
+                assert sum(s for _, s in t.choices) == pytest.approx(1.0)
+            # The tasks' means, weighted by their test prompts, are the point's.
+            assert sum(share[t.task] * t.quality for t in p.by_task) == pytest.approx(p.quality)
+            assert sum(share[t.task] * t.cost_per_prompt for t in p.by_task) == pytest.approx(
+                p.cost_per_prompt)
+    # With full information and the task, math goes to mathy and code to coder.
+    first = result.baseline("per_task").points[0]
+    assert [(t.task, t.choices) for t in first.by_task] == [
+        ("code", (("coder", 1.0),)), ("math", (("mathy", 1.0),))]
 
 
 def test_oracle_picks_cheapest_best_model() -> None:
