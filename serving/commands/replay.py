@@ -251,15 +251,15 @@ def _per_task_lines(points: Sequence[OperatingPoint]) -> list[str]:
         cells = []
         for t in p.by_task:
             model, share = t.choices[0]
-            cells.append(f"{_tail(model, 18)} {share:.0%} {t.quality:.3f}"[:width - 2])
+            cells.append(f"{_model_name(model)[:18]} {share:.0%} {t.quality:.3f}"[:width - 2])
         lines.append((f"  {p.cost_weight or 0:>11g}  "
                       + "".join(f"{c:<{width}}" for c in cells)).rstrip())
     return lines
 
 
-def _tail(name: str, n: int) -> str:
-    """A model name's last path part, cut to ``n`` characters."""
-    return name.rsplit("/", 1)[-1][:n]
+def _model_name(name: str) -> str:
+    """A model name without its provider path (``meta/llama-2-70b-chat``: the last part)."""
+    return name.rsplit("/", 1)[-1]
 
 
 def _short(r: RouterResult) -> str:
@@ -305,7 +305,7 @@ def plot(result: ReplayResult, path: Path) -> None:
     ax.scatter([p.cost_per_prompt for p in singles.points], [p.quality for p in singles.points],
                color="0.3", marker="x", s=30, label="single models")
     for p in singles.points:
-        ax.annotate((p.model or "").split("/")[-1], (p.cost_per_prompt, p.quality),
+        ax.annotate(_model_name(p.model or ""), (p.cost_per_prompt, p.quality),
                     fontsize=6, xytext=(3, -8), textcoords="offset points", color="0.3")
     hx, hy = zip(*singles.metrics.hull, strict=True)
     ax.plot(hx, hy, color="0.5", linestyle=":", label="mixtures of single models")
