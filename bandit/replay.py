@@ -313,7 +313,7 @@ def _point(
 ) -> OperatingPoint:
     q = table.quality[rows, chosen]
     c = table.cost_usd[rows, chosen]
-    tasks = np.array([table.tasks[i] for i in rows])
+    tasks = np.array(table.tasks)[rows]
     names = sorted(set(tasks.tolist()))
     by_task: list[TaskSlice] = []
     if len(names) > 1:
