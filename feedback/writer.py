@@ -121,6 +121,11 @@ class BatchWriter:
         """Whether a decision was buffered and is not yet committed."""
         return decision_id in self._pending
 
+    async def written(self, decision_id: str) -> None:
+        """Commit the decision first if it is still buffered, so the store can read it."""
+        if decision_id in self._pending:
+            await self.flush()
+
     @property
     def buffered(self) -> int:
         return len(self._pending)

@@ -471,8 +471,7 @@ class RouterService:
 
     async def get_decision(self, decision_id: str, tenant: str | None) -> DecisionRecord:
         """The audit view of a decision (with outcome and feedback)."""
-        if self.writer.is_pending(decision_id):
-            await self.writer.flush()
+        await self.writer.written(decision_id)
         record = await asyncio.to_thread(self.store.get_decision, decision_id, tenant=tenant)
         if record is None:
             raise UnknownDecisionError(decision_id)
@@ -481,8 +480,7 @@ class RouterService:
     async def _lookup(self, decision_id: str, tenant: str | None) -> _Recent:
         recent = self._recent.get(decision_id)
         if recent is None:  # not remembered (evicted, or no cache): from the store
-            if self.writer.is_pending(decision_id):
-                await self.writer.flush()
+            await self.writer.written(decision_id)
             record = await asyncio.to_thread(self.store.get_decision, decision_id)
             deadline = time.monotonic() + self.lookup_grace_s
             while record is None and time.monotonic() < deadline:
