@@ -27,6 +27,7 @@ from serving import errors
 from serving.auth import KeyRing
 from serving.budget import start_budgets
 from serving.cluster import ClusterSettings, make_learner, start_cluster
+from serving.lane import DirectLane, lane_routes
 from serving.limits import BodyLimit
 from serving.metrics import Metrics
 from serving.ratelimit import LimitSettings, RateLimit, counters_for
@@ -153,6 +154,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    # Innermost (added first): the limits below apply to the lane's requests too.
+    app.add_middleware(DirectLane, routes=lane_routes(route.router, feedback.router))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     limits = LimitSettings()
     if limits.enabled:  # counters in Redis, the shared PostgreSQL or memory (docs/deploy.md)
