@@ -45,7 +45,7 @@ def lane_routes(*routers: APIRouter) -> dict[tuple[str, str], APIRoute]:
     for router in routers:
         for route in router.routes:
             if isinstance(route, DirectRoute) and not route.param_convertors:
-                for method in route.methods:
+                for method in route.methods or ():
                     out[(method, route.path)] = route  # the path includes the router's prefix
     return out
 
