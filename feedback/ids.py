@@ -33,18 +33,27 @@ class _Entropy:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._buf = b""
-        self._pid = 0
+        self._at = 0
 
     def take(self) -> int:
         with self._lock:
-            # A forked child (gunicorn-style workers) must not reuse its parent's bytes.
-            if len(self._buf) < _ID_BYTES or self._pid != os.getpid():
-                self._buf, self._pid = os.urandom(_BUFFER), os.getpid()
-            chunk, self._buf = self._buf[:_ID_BYTES], self._buf[_ID_BYTES:]
+            at = self._at
+            if at + _ID_BYTES > len(self._buf):
+                self._buf, at = os.urandom(_BUFFER), 0
+            self._at = at + _ID_BYTES
+            chunk = self._buf[at : at + _ID_BYTES]
         return int.from_bytes(chunk, "big")
+
+    def forget(self) -> None:
+        """Drop the bytes read so far (a forked child must not reuse its parent's)."""
+        self._buf, self._at = b"", 0
 
 
 _entropy = _Entropy()
+# A forked child (gunicorn-style workers) reads its own: checking os.getpid() at every id
+# instead cost a system call per decision.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _entropy.forget())
 
 
 def new_decision_id() -> str:

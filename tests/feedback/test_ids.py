@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+import warnings
 
 import pytest
 
@@ -34,11 +35,8 @@ def test_ids_are_unique_and_sort_by_creation_time() -> None:
         assert max(earlier) < min(later)
 
 
-def test_the_random_part_comes_from_the_os_and_is_not_shared_after_a_fork(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_random_part_comes_from_the_os(monkeypatch: pytest.MonkeyPatch) -> None:
     draws: list[int] = []
-    real_getpid = os.getpid
 
     def urandom(n: int) -> bytes:
         draws.append(n)
@@ -53,6 +51,25 @@ def test_the_random_part_comes_from_the_os_and_is_not_shared_after_a_fork(
     mask = (1 << 62) - 1
     assert uuid.UUID(a).int & mask == int.from_bytes(bytes(range(10)), "big") & mask
     assert uuid.UUID(b).int & mask == int.from_bytes(bytes(range(10, 20)), "big") & mask
-    monkeypatch.setattr(ids.os, "getpid", lambda: real_getpid() + 1)  # as in a child
-    new_decision_id()
-    assert draws == [ids._BUFFER, ids._BUFFER]  # the child reads its own
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_reuse_its_parents_random_bytes() -> None:
+    new_decision_id()  # the parent has a buffer of random bytes read ahead
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # fork with other threads alive: the child only
+        warnings.simplefilter("ignore", DeprecationWarning)  # makes an id and exits
+        pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, new_decision_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = new_decision_id()
+    mask = (1 << 62) - 1  # rand_b: had the child used the parent's buffer, these match
+    assert len(child) == 32
+    assert uuid.UUID(child).int & mask != uuid.UUID(parent).int & mask
