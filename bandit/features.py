@@ -311,7 +311,12 @@ def _all_words(text: str) -> list[str]:
 
 
 def _words(text: str, cap: int) -> list[str]:
-    words = _all_words(text)
+    return _cap(_all_words(text), cap)
+
+
+def _cap(words: list[str], cap: int) -> list[str]:
+    # The first and the last words, cap in all. Capping a capped list at a smaller cap
+    # gives what capping the whole list would: featurize relies on it.
     if len(words) > cap:
         half = cap // 2
         words = words[:half] + words[-(cap - half) :]
@@ -456,7 +461,10 @@ def featurize(request: Request) -> Context:
     words = _words(last, MAX_WORDS)
     paragraphs = [p for p in _PARAGRAPH_RE.split(last.strip()) if p.strip()]
     question = paragraphs[-1] if paragraphs else ""
-    q_words = _words(question, MAX_QUESTION_WORDS)
+    # One paragraph: the question is the whole turn (stripped), so its words are the
+    # turn's, capped again (MAX_QUESTION_WORDS <= MAX_WORDS) rather than split again.
+    q_words = (_cap(words, MAX_QUESTION_WORDS) if len(paragraphs) == 1
+               else _words(question, MAX_QUESTION_WORDS))
     s_words = _words(request.system, MAX_SYSTEM_WORDS)
     input_tokens = estimate_tokens(request.system) + sum(
         estimate_tokens(t) + 4 for _, t in request.turns

@@ -47,8 +47,12 @@ def shared_line(context: Context, *, namespaces: Collection[str] | None = None) 
             parts.append(_ns(name, context.tokens(name)))
     for name, vec in context.dense.items():
         if namespaces is None or name in namespaces:
-            fmt = _DENSE_FORMATS if len(vec) <= len(_DENSE_FORMATS) else _dense_formats(len(vec))
-            values = " ".join([fmt[i] % v for i, v in enumerate(vec) if v])
+            if vec and 0.0 not in vec:  # the usual case: one formatting of every value
+                values = _dense_line(len(vec)) % tuple(vec)
+            else:  # zeros are left out
+                fmt = (_DENSE_FORMATS if len(vec) <= len(_DENSE_FORMATS)
+                       else _dense_formats(len(vec)))
+                values = " ".join([fmt[i] % v for i, v in enumerate(vec) if v])
             if values:
                 parts.append(f" |{name} {values}")
     if namespaces is None or "n" in namespaces:
@@ -65,6 +69,13 @@ def _dense_formats(n: int) -> tuple[str, ...]:
 # A dense vector is formatted on every decision: a prebuilt "i:%.5g" per index saves
 # formatting the index each time (same text as f"{i}:{v:.5g}").
 _DENSE_FORMATS = _dense_formats(64)
+
+
+@functools.lru_cache(maxsize=16)
+def _dense_line(n: int) -> str:
+    # "0:%.5g 1:%.5g ...": a vector without zeros in one % (a third of the time of one
+    # format per value and a join).
+    return " ".join(_dense_formats(n))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bandit.errors import RequestError
@@ -137,3 +137,22 @@ def test_featurize_never_raises_on_any_text(system: str, user: str, max_tokens: 
     assert ctx.input_tokens >= 0
     for tokens in ctx.namespaces.values():
         assert all(" " not in t and "|" not in t and ":" not in t for t in tokens)
+
+
+_WORDY = st.lists(st.sampled_from(["why", "x", "ünï", "42", "\n", "\n\n", " \n \n", "  ", "\t",
+                                   "a.b", "é"]), max_size=600).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), _WORDY))
+@example(" ".join(f"w{i}" for i in range(1000)))  # over both caps
+@example("intro\n\n" + " ".join(f"w{i}" for i in range(200)))
+def test_the_question_namespace_is_the_last_paragraphs_words(user: str) -> None:
+    # featurize takes a one-paragraph turn's question words from the turn's words; the
+    # same as splitting the last paragraph again, at every length (caps included)
+    from bandit.features import _PARAGRAPH_RE, MAX_QUESTION_WORDS, _words
+
+    ctx = featurize(parse_request(prompt=user))
+    paragraphs = [p for p in _PARAGRAPH_RE.split(user.strip()) if p.strip()]
+    question = paragraphs[-1] if paragraphs else ""
+    assert ctx.namespaces["q"] == tuple(_words(question, MAX_QUESTION_WORDS))
