@@ -15,7 +15,8 @@ is handed to that endpoint under the app's own exception handlers, through Starl
 same status and body for every error as through the router. Everything else goes on
 down the stack. The endpoints stay registered with their routers, which document them in
 the OpenAPI schema and serve them where the lane does not (a ``root_path`` it cannot
-strip, say).
+strip, or a request FastAPI traces with OpenTelemetry, which names its span after the
+route the router selects).
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ class DirectLane:
         self._for: FastAPI | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
+        # FastAPI's OpenTelemetry (a span for this request, "fastapi.telemetry" in the
+        # scope) learns the route from the router: such requests take the router.
+        if (scope["type"] == "http" and not scope.get("root_path")
+                and scope.get("fastapi.telemetry") is None):
             key = (scope["method"], scope["path"])
             if key in self.routes:
                 lanes = self._lanes if self._for is scope.get("app") else None

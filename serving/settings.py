@@ -111,12 +111,23 @@ class Settings(BaseSettings):
     split_percent: float = Field(
         0.0, ge=0, le=100, description="In ab mode, the % of user keys the challenger serves."
     )
+    otel: str = Field(
+        "auto", description="FastAPI's OpenTelemetry spans, metrics and logs: on, off, or "
+        "auto: on when OpenTelemetry is configured when the service starts (docs/deploy.md)."
+    )
 
     @field_validator("exploration")
     @classmethod
     def _exploration(cls, value: str) -> str:
         if value not in EXPLORATIONS:
             raise ValueError(f"must be one of {', '.join(EXPLORATIONS)}")
+        return value
+
+    @field_validator("otel")
+    @classmethod
+    def _otel(cls, value: str) -> str:
+        if value not in ("auto", "on", "off"):
+            raise ValueError("must be one of auto, on, off")
         return value
 
     @field_validator("split_mode")
