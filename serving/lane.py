@@ -2,9 +2,9 @@
 
 FastAPI reaches an endpoint through its exception middleware, an exit-stack middleware,
 its router (which tries the routes of every included router in turn) and a per-route
-request handler with two exit stacks of its own: ~30 us of CPU per request on
-``/v1/route``, where the whole request costs ~400 us in a server under load
-(docs/service.md, "Session 6"). The endpoints of a
+request handler with two exit stacks of its own: ~20 us of CPU per request on
+``/v1/route`` measured in process (``benchmarks/bench_route_overhead.py``), where the
+whole request costs ~400 us in a server under load (docs/service.md, "Session 6"). The endpoints of a
 :class:`~serving.routes.body.DirectRoute` need none of that: they take the ``Request``,
 validate the body themselves and return a ``Response``.
 
