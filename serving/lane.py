@@ -4,9 +4,9 @@ FastAPI reaches an endpoint through its exception middleware, an exit-stack midd
 its router (which tries the routes of every included router in turn) and a per-route
 request handler with two exit stacks of its own: ~20 us of CPU per request on
 ``/v1/route`` measured in process (``benchmarks/bench_route_overhead.py``), where the
-whole request costs ~400 us in a server under load (docs/service.md, "Session 6"). The endpoints of a
-:class:`~serving.routes.body.DirectRoute` need none of that: they take the ``Request``,
-validate the body themselves and return a ``Response``.
+whole request costs ~400 us in a server under load (docs/service.md, "Session 6").
+The endpoints of a :class:`~serving.routes.body.DirectRoute` need none of that: they
+take the ``Request``, validate the body themselves and return a ``Response``.
 
 :class:`DirectLane` is ASGI middleware installed innermost (inside the body-size and rate
 limits, so both still apply). A request whose method and path are one of its endpoints'
