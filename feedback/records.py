@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from bandit.decision import Decision
+from bandit.reward import RewardWeights
 
 POLICY = "policy"  # chosen by the policy: probability is its propensity
 FORCED = "forced"  # chosen by the caller (pass-through): logged with probability 1
@@ -116,6 +117,20 @@ class FeedbackResult:
 
     record: FeedbackRecord
     duplicate: bool
+
+
+@dataclass(frozen=True)
+class DecisionBrief:
+    """What feedback on a decision needs of it: the chosen model, the weights it was
+    chosen with, that model's expected cost and latency, its tenant, kind and outcome."""
+
+    tenant: str
+    kind: str
+    model: str
+    weights: RewardWeights
+    expected_cost_usd: float
+    expected_latency_ms: float
+    outcome: OutcomeRecord | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from bandit.decision import Decision
+from bandit.reward import RewardWeights
 from feedback.errors import FeedbackConflictError, StoreError, UnknownDecisionError
 from feedback.models import (
     ApiKeyRow,
@@ -42,6 +43,7 @@ from feedback.models import (
 from feedback.records import (
     ApiKeyRecord,
     Checkpoint,
+    DecisionBrief,
     DecisionRecord,
     FeedbackInput,
     FeedbackRecord,
@@ -478,6 +480,36 @@ class Store:
             decision=Decision.from_dict(d["payload"]), prompt_text=d["prompt_text"],
             outcome=None if out_row is None else _outcome_record(out_row._mapping),
             feedback=None if fb_row is None else _feedback_record(fb_row._mapping),
+        )
+
+    def decision_brief(self, decision_id: str) -> DecisionBrief | None:
+        """What feedback on ``decision_id`` needs, or ``None`` if it is unknown.
+
+        For feedback on a decision no longer in the service's memory: one indexed read
+        of the decision and one of its outcome, and of the payload only the chosen
+        action (no :class:`Decision` is built: ``get_decision`` took 3 statements
+        through SQLAlchemy's row processing and rebuilt the whole decision).
+        """
+        ph = self._ph
+        with self._conn() as conn:
+            row = conn.exec_driver_sql(
+                f"SELECT tenant, kind, payload FROM decisions WHERE id = {ph}", (decision_id,)
+            ).first()
+            if row is None:
+                return None
+            out = conn.execute(
+                select(OutcomeRow).where(OutcomeRow.decision_id == decision_id)
+            ).first()
+        tenant, kind, payload = row
+        if isinstance(payload, (str, bytes)):  # SQLite: JSON text
+            payload = orjson.loads(payload)
+        action = payload["actions"][payload["index"]]
+        return DecisionBrief(
+            tenant=tenant, kind=kind, model=payload["model"],
+            weights=RewardWeights.from_dict(payload["weights"]),
+            expected_cost_usd=float(action["expected_cost_usd"]),
+            expected_latency_ms=float(action["expected_latency_ms"]),
+            outcome=None if out is None else _outcome_record(out._mapping),
         )
 
     def load_decisions(self, decision_ids: Sequence[str]) -> dict[str, Decision]:

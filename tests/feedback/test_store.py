@@ -12,6 +12,7 @@ from bandit import Catalog, Decision, Policy, featurize, parse_request
 from feedback.errors import FeedbackConflictError, UnknownDecisionError
 from feedback.models import utcnow
 from feedback.records import FeedbackInput, FeedbackResult
+from feedback.rewards import Chosen
 from feedback.store import Store
 
 CATALOG = Catalog.from_dict({"models": [
@@ -68,6 +69,24 @@ def test_decision_round_trip_keeps_what_learning_needs(store: Store) -> None:
     assert record.created_at.tzinfo is not None
     assert record.outcome is None and record.feedback is None
     assert store.load_decisions([decision_id, "0" * 32]) == {decision_id: d}
+
+
+def test_a_decisions_brief_is_what_feedback_needs_of_it(store: Store) -> None:
+    decision_id, d = new_decision(store, kind="forced")
+    brief = store.decision_brief(decision_id)
+    assert brief is not None
+    chosen = Chosen.of(d)
+    assert (brief.tenant, brief.kind, brief.outcome) == ("acme", "forced", None)
+    assert (brief.model, brief.weights, brief.expected_cost_usd,
+            brief.expected_latency_ms) == (chosen.model, chosen.weights,
+                                           chosen.expected_cost_usd,
+                                           chosen.expected_latency_ms)
+    store.record_outcome(decision_id=decision_id, latency_ms=900.0, output_tokens=40)
+    record = store.get_decision(decision_id)
+    brief = store.decision_brief(decision_id)
+    assert record is not None and brief is not None
+    assert brief.outcome == record.outcome and brief.outcome is not None
+    assert store.decision_brief("0" * 32) is None
 
 
 def test_decision_of_another_tenant_is_invisible(store: Store) -> None:

@@ -69,6 +69,34 @@ async def test_feedback_never_misses_a_fresh_decision(tmp_path: Path, db_url: st
         assert api.service.store.get_decision(out["decision_id"]) is not None
 
 
+@pytest.mark.parametrize("with_outcome", [False, True])
+async def test_feedback_on_a_decision_no_longer_in_memory(api: Api, with_outcome: bool
+                                                         ) -> None:
+    # The store's brief of the decision gives the reward the in-memory copy gives.
+    from feedback.models import utcnow
+    from feedback.records import OutcomeRecord
+    from feedback.rewards import Chosen, feedback_reward
+
+    out = await api.route(prompt="Summarise the plot of Hamlet.", profile="balanced")
+    decision_id = out["decision_id"]
+    if with_outcome:
+        await api.service.record_outcome(decision_id, OutcomeRecord(
+            decision_id=decision_id, created_at=utcnow(), latency_ms=2300.0,
+            input_tokens=800, output_tokens=900, cost_usd=0.004, status="ok"))
+    await api.service.writer.flush()
+    record = api.service.store.get_decision(decision_id)
+    assert record is not None
+    expected = feedback_reward(Chosen.of(record.decision), catalog=api.service.catalog,
+                               score=0.7, outcome=record.outcome)
+    api.service._recent.clear()
+    r = await api.client.post("/v1/feedback", json={"decision_id": decision_id,
+                                                     "score": 0.7})
+    assert r.status_code == 200, r.text
+    assert r.json()["reward"] == pytest.approx(expected.value)
+    assert r.json()["latency_ms"] == pytest.approx(2300.0 if with_outcome
+                                                   else expected.latency_ms)
+
+
 async def test_unknown_decision_is_404(api: Api) -> None:
     r = await api.client.post("/v1/feedback", json={"decision_id": "f" * 32, "score": 0.5})
     assert r.status_code == 404 and r.json()["error"]["field"] == "decision_id"
