@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bandit.decision import Decision
-from bandit.reward import RewardWeights
+
+if TYPE_CHECKING:  # feedback.rewards imports this module
+    from feedback.rewards import Chosen
 
 POLICY = "policy"  # chosen by the policy: probability is its propensity
 FORCED = "forced"  # chosen by the caller (pass-through): logged with probability 1
@@ -121,15 +123,12 @@ class FeedbackResult:
 
 @dataclass(frozen=True)
 class DecisionBrief:
-    """What feedback on a decision needs of it: the chosen model, the weights it was
-    chosen with, that model's expected cost and latency, its tenant, kind and outcome."""
+    """What feedback on a decision needs of it: what was chosen (the model, the weights
+    it was chosen with, its expected cost and latency), its tenant, kind and outcome."""
 
     tenant: str
     kind: str
-    model: str
-    weights: RewardWeights
-    expected_cost_usd: float
-    expected_latency_ms: float
+    chosen: Chosen
     outcome: OutcomeRecord | None = None
 
 

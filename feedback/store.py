@@ -53,6 +53,7 @@ from feedback.records import (
     OutcomeRecord,
     PendingDecision,
 )
+from feedback.rewards import Chosen
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 0x726F757465  # "route": the advisory lock serialising migrations
@@ -504,13 +505,11 @@ class Store:
         if isinstance(payload, (str, bytes)):  # SQLite: JSON text
             payload = orjson.loads(payload)
         action = payload["actions"][payload["index"]]
-        return DecisionBrief(
-            tenant=tenant, kind=kind, model=payload["model"],
-            weights=RewardWeights.from_dict(payload["weights"]),
-            expected_cost_usd=float(action["expected_cost_usd"]),
-            expected_latency_ms=float(action["expected_latency_ms"]),
-            outcome=None if out is None else _outcome_record(out._mapping),
-        )
+        chosen = Chosen(payload["model"], RewardWeights.from_dict(payload["weights"]),
+                        float(action["expected_cost_usd"]),
+                        float(action["expected_latency_ms"]))
+        return DecisionBrief(tenant=tenant, kind=kind, chosen=chosen,
+                             outcome=None if out is None else _outcome_record(out._mapping))
 
     def load_decisions(self, decision_ids: Sequence[str]) -> dict[str, Decision]:
         """The decisions with these ids (those that exist), by id."""

@@ -156,9 +156,8 @@ class _Recent(NamedTuple):
     outcome: tuple[Any, ...] | None = None  # OutcomeRecord's fields
 
     @classmethod
-    def of(cls, decision: Decision, tenant: str, kind: str,
+    def of(cls, c: Chosen, tenant: str, kind: str,
            outcome: OutcomeRecord | None = None) -> _Recent:
-        c = Chosen.of(decision)
         w = c.weights
         return cls(c.model, (w.quality, w.cost, w.latency), c.expected_cost_usd,
                    c.expected_latency_ms, tenant, kind, _outcome_tuple(outcome))
@@ -379,7 +378,7 @@ class RouterService:
             self.writer.add_decision(replace(
                 pending, decision_id=new_decision_id(), decision=shadow, kind=SHADOW,
                 arm=CHALLENGER, prompt_text=None))
-        self._remember(decision_id, _Recent.of(decision, tenant, kind))
+        self._remember(decision_id, _Recent.of(Chosen.of(decision), tenant, kind))
         self.metrics.decision(decision.model, kind)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         return decision_id, decision
@@ -488,10 +487,7 @@ class RouterService:
                 await asyncio.sleep(0.05)
                 brief = await self._brief(decision_id)
             if brief is not None:
-                w = brief.weights
-                recent = _Recent(brief.model, (w.quality, w.cost, w.latency),
-                                 brief.expected_cost_usd, brief.expected_latency_ms,
-                                 brief.tenant, brief.kind, _outcome_tuple(brief.outcome))
+                recent = _Recent.of(brief.chosen, brief.tenant, brief.kind, brief.outcome)
         if recent is None or (tenant is not None and recent.tenant != tenant):
             raise UnknownDecisionError(decision_id)
         return recent
