@@ -17,7 +17,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -55,6 +62,14 @@ DEFAULT_PROFILES = {
     "quality": Weights(quality=1.0, cost=0.002, latency=0.0),
     "balanced": Weights(quality=1.0, cost=0.02, latency=0.02),
     "cheap": Weights(quality=1.0, cost=0.2, latency=0.0),
+}
+
+
+# Settings that take one of a few words, and those words.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "exploration": EXPLORATIONS,
+    "otel": ("auto", "on", "off"),
+    "split_mode": ("off", "shadow", "ab"),
 }
 
 
@@ -116,25 +131,12 @@ class Settings(BaseSettings):
         "auto: on when OpenTelemetry is configured when the service starts (docs/deploy.md)."
     )
 
-    @field_validator("exploration")
+    @field_validator(*_CHOICES)
     @classmethod
-    def _exploration(cls, value: str) -> str:
-        if value not in EXPLORATIONS:
-            raise ValueError(f"must be one of {', '.join(EXPLORATIONS)}")
-        return value
-
-    @field_validator("otel")
-    @classmethod
-    def _otel(cls, value: str) -> str:
-        if value not in ("auto", "on", "off"):
-            raise ValueError("must be one of auto, on, off")
-        return value
-
-    @field_validator("split_mode")
-    @classmethod
-    def _split_mode(cls, value: str) -> str:
-        if value not in ("off", "shadow", "ab"):
-            raise ValueError("must be one of off, shadow, ab")
+    def _one_of(cls, value: str, info: ValidationInfo) -> str:
+        choices = _CHOICES[info.field_name or ""]
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
         return value
 
     @field_validator("log_level")
