@@ -46,7 +46,7 @@ from bandit.errors import PolicyError, RequestError
 from bandit.estimates import Estimates, describe
 from bandit.features import Context, featurize, parse_request
 from bandit.frontier import FrontierMetrics, frontier_metrics
-from bandit.outcomes import OutcomeTable
+from bandit.outcomes import SPLITS, OutcomeTable
 from bandit.policy import SKETCH_NAMESPACE, Policy, PolicyConfig
 from bandit.reward import COST_UNIT_USD, RewardWeights, reward
 from bandit.vwformat import shared_line
@@ -278,7 +278,7 @@ class ReplayResult:
 def replay_catalog(table: OutcomeTable) -> Catalog:
     """The catalog of a table: its model names, no prices, no capabilities.
 
-    >>> from bandit.outcomes import OutcomeTable
+    >>> from bandit.outcomes import SPLITS, OutcomeTable
     >>> t = OutcomeTable.from_rows(["p"], ["t"], ["train"], ["hi"], ["a", "b"],
     ...     quality=[[1, 0]], cost_usd=[[0, 0]], output_chars=[[1, 1]])
     >>> replay_catalog(t).names
@@ -392,21 +392,27 @@ def oracle_points(
 
 
 def per_task_points(
-    table: OutcomeTable, cost_weights: Sequence[float]
+    table: OutcomeTable, cost_weights: Sequence[float], *, fit_on: str = "train"
 ) -> tuple[OperatingPoint, ...]:
     """A static per-task table, FULL INFORMATION and TASK LABEL: for each ``w``, every
     task is sent to the model with the best train ``mean q - w * mean cost / $0.001``
     on that task (cheapest on ties). What a router gains from knowing the task alone.
+
+    ``fit_on="test"`` takes the means from the test split itself: that PEEKS, and gives
+    the best any router can reach on test by telling tasks apart but not the prompts
+    within a task (:mod:`bandit.ceiling`).
     """
-    train, rows = table.indices("train"), table.indices("test")
+    if fit_on not in SPLITS:
+        raise RequestError(f"fit_on: must be one of {list(SPLITS)}, got {fit_on!r}")
+    fit, rows = table.indices(fit_on), table.indices("test")
     tasks = np.array(table.tasks)
     points = []
     for w in cost_weights:
         pick: dict[str, int] = {}
         for task in sorted(set(table.tasks)):
-            idx = train[tasks[train] == task]
-            if len(idx) == 0:  # a task only on test: fall back to the whole train split
-                idx = train
+            idx = fit[tasks[fit] == task]
+            if len(idx) == 0:  # a task only on test: fall back to the whole fitted split
+                idx = fit
             q, c = table.quality[idx].mean(axis=0), table.cost_usd[idx].mean(axis=0)
             score = (q - w * c / COST_UNIT_USD)[None, :]
             pick[task] = int(_argmax_cheapest(score, c[None, :])[0])
@@ -428,7 +434,7 @@ def replay_bandit(
 
     Only the chosen model's quality, cost and output length are ever read on train.
 
-    >>> from bandit.outcomes import OutcomeTable
+    >>> from bandit.outcomes import SPLITS, OutcomeTable
     >>> t = OutcomeTable.from_rows(
     ...     ["a", "b", "c"], ["x"] * 3, ["train", "train", "test"], ["hi", "yo", "hey"],
     ...     ["m1", "m2"], quality=[[1, 0]] * 3, cost_usd=[[0.001, 0.002]] * 3,

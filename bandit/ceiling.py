@@ -1,0 +1,134 @@
+"""How far routing can go on an outcome table: diagnostics that PEEK at the test split.
+
+Before tuning a bandit on an outcome table it pays to know what any router could reach
+on it, and from what. Two diagnostics answer that; both look at test grades, so they are
+bounds and measurements, never routers:
+
+* :func:`task_ceiling_points`: **routing by task**. For every cost weight at which some
+  task's best model changes, each task goes to the model with the best *test*
+  ``mean q - w * mean cost / $0.001`` on that task. Its hull is the best frontier a
+  router that tells the tasks apart, but not the prompts within a task, can reach on
+  this test split. A target above it needs routing *within* a task.
+* :func:`within_task_auc`: **is there signal within a task**. Given any predictor's
+  quality estimates for every (test prompt, model), the AUC, task by task and model by
+  model, of telling the prompts a model gets right from those it gets wrong. 0.5 is no
+  signal; routing within a task gains only where it is clearly above.
+
+``benchmarks/ceiling_routerbench.py`` prints both for the RouterBench subset, with the
+full-information baseline's predictions (and, where the ``wordllama`` package is
+installed, a semantic embedding) as the predictors; docs/replay.md reads them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from bandit.outcomes import OutcomeTable
+from bandit.replay import OperatingPoint, per_task_points
+from bandit.reward import COST_UNIT_USD
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def task_breakpoints(table: OutcomeTable, split: str = "test") -> tuple[float, ...]:
+    """The cost weights at which some task's best model (by its mean on ``split``) may
+    change: every positive ``(q_i - q_j) / ((c_i - c_j) / $0.001)`` of two models on a
+    task, sorted.
+
+    >>> t = OutcomeTable.from_rows(
+    ...     ["p1", "p2"], ["qa", "qa"], ["test", "test"], ["x", "y"], ["cheap", "dear"],
+    ...     quality=[[0.5, 1.0], [0.5, 1.0]], cost_usd=[[0.001, 0.003], [0.001, 0.003]],
+    ...     output_chars=[[1, 1], [1, 1]])
+    >>> task_breakpoints(t)
+    (0.25,)
+    """
+    rows = table.indices(split)
+    tasks = np.array(table.tasks)[rows]
+    found: set[float] = set()
+    for task in sorted(set(tasks.tolist())):
+        mine = rows[tasks == task]
+        q = table.quality[mine].mean(axis=0)
+        c = table.cost_usd[mine].mean(axis=0) / COST_UNIT_USD
+        dq = q[:, None] - q[None, :]
+        dc = c[:, None] - c[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(dc > 0, dq / dc, np.nan)
+        found.update(float(x) for x in w[np.isfinite(w) & (w > 0)])
+    return tuple(sorted(found))
+
+
+def ceiling_weights(breakpoints: Sequence[float]) -> tuple[float, ...]:
+    """One cost weight inside every interval between ``breakpoints`` (the geometric
+    midpoint), plus 0 and twice the largest: the argmax of every task is constant
+    inside an interval, so these reach every allocation the Lagrangian sweep can.
+
+    >>> ceiling_weights([0.25, 1.0])
+    (0.0, 0.5, 2.0)
+    >>> ceiling_weights([])
+    (0.0,)
+    """
+    b = sorted(x for x in breakpoints if x > 0)
+    inner = [float(np.sqrt(lo * hi)) for lo, hi in itertools.pairwise(b)]
+    return (0.0, *inner, *([2.0 * b[-1]] if b else []))
+
+
+def task_ceiling_points(table: OutcomeTable) -> tuple[OperatingPoint, ...]:
+    """Routing by task with the TEST split's own means (PEEKS): the per-task table of
+    :func:`bandit.replay.per_task_points` fit on test, at every cost weight where an
+    allocation can change (:func:`task_breakpoints`). No router that cannot tell the
+    prompts of a task apart gets above its hull on this test split.
+    """
+    return per_task_points(table, ceiling_weights(task_breakpoints(table, "test")),
+                           fit_on="test")
+
+
+def auc(scores: npt.ArrayLike, quality: npt.ArrayLike) -> float | None:
+    """The area under the ROC curve of ``scores`` for grades ``quality`` in [0, 1].
+
+    A grade ``q`` counts as a good answer of weight ``q`` and a bad one of weight
+    ``1 - q`` (so 0/1 grades give the usual AUC): the probability that a good answer
+    scores above a bad one, ties counting half. ``None`` when there are no good or no
+    bad answers.
+
+    >>> auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+    0.75
+    >>> auc([1, 2, 3], [1, 1, 1]) is None
+    True
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    q = np.asarray(quality, dtype=np.float64).ravel()
+    if s.shape != q.shape:
+        raise ValueError(f"scores and quality differ in length: {s.size} and {q.size}")
+    pos, neg = q, 1.0 - q
+    total = float(pos.sum() * neg.sum())
+    if total <= 0.0:
+        return None
+    values, group = np.unique(s, return_inverse=True)
+    pos_at = np.bincount(group, weights=pos, minlength=len(values))
+    neg_at = np.bincount(group, weights=neg, minlength=len(values))
+    neg_below = np.cumsum(neg_at) - neg_at
+    return float((pos_at * (neg_below + 0.5 * neg_at)).sum() / total)
+
+
+def within_task_auc(
+    table: OutcomeTable, predicted_quality: FloatArray
+) -> dict[str, dict[str, float | None]]:
+    """Per task and model, the AUC (:func:`auc`) of ``predicted_quality`` (shape
+    ``(n_test, k)``, rows in ``table.indices("test")`` order) on that task's test
+    prompts: how well the predictor tells which of them the model answers well.
+    """
+    rows = table.indices("test")
+    if predicted_quality.shape != (len(rows), table.n_models):
+        raise ValueError(f"predicted_quality: expected shape {(len(rows), table.n_models)}, "
+                         f"got {predicted_quality.shape}")
+    tasks = np.array(table.tasks)[rows]
+    out: dict[str, dict[str, float | None]] = {}
+    for task in sorted(set(tasks.tolist())):
+        mine = tasks == task
+        out[task] = {m: auc(predicted_quality[mine, j], table.quality[rows[mine], j])
+                     for j, m in enumerate(table.models)}
+    return out
