@@ -13,6 +13,10 @@ bounds and measurements, never routers:
   quality estimates for every (test prompt, model), the AUC, task by task and model by
   model, of telling the prompts a model gets right from those it gets wrong. 0.5 is no
   signal; routing within a task gains only where it is clearly above.
+* :func:`separation`: **how many grades a near-tie needs**. At a cost weight, each
+  task's best and second-best model by mean reward, and how many grades of each a
+  learner needs before their gap is two standard errors: a bandit, which sees one grade
+  per prompt, cannot settle a tie that needs more grades than the task has prompts.
 
 ``benchmarks/ceiling_routerbench.py`` prints both for the RouterBench subset, with the
 full-information baseline's predictions (and, where the ``wordllama`` package is
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -132,3 +137,56 @@ def within_task_auc(
         out[task] = {m: auc(predicted_quality[mine, j], table.quality[rows[mine], j])
                      for j, m in enumerate(table.models)}
     return out
+
+
+@dataclass(frozen=True)
+class Separation:
+    """A task's best and second-best model at one cost weight, by mean reward on a split.
+
+    ``grades_needed`` is how many grades *of each* the two need before the gap between
+    their mean rewards is ``z`` standard errors of its estimate; ``prompts`` is how many
+    prompts of the task the split has.
+    """
+
+    task: str
+    best: str
+    runner_up: str
+    gap: float
+    grades_needed: float
+    prompts: int
+
+
+def separation(
+    table: OutcomeTable, cost_weight: float, *, split: str = "train", z: float = 2.0
+) -> tuple[Separation, ...]:
+    """For every task (of a table with two models or more): the two best models by mean
+    ``q - w * cost / $0.001`` on ``split``, the gap between them, and
+    ``z**2 * (var_1 + var_2) / gap**2`` grades of each (``var`` the variance of one
+    model's reward over the task's prompts) needed to tell them apart at ``z`` standard
+    errors.
+
+    >>> t = OutcomeTable.from_rows(
+    ...     [f"p{i}" for i in range(4)], ["qa"] * 4, ["train"] * 4, ["x"] * 4, ["a", "b"],
+    ...     quality=[[1, 1], [1, 0], [0, 1], [1, 0]], cost_usd=[[0.0, 0.0]] * 4,
+    ...     output_chars=[[1, 1]] * 4)
+    >>> s = separation(t, 0.0)[0]
+    >>> (s.best, s.runner_up, s.gap, s.grades_needed, s.prompts)
+    ('a', 'b', 0.25, 28.0, 4)
+    """
+    if table.n_models < 2:
+        return ()
+    rows = table.indices(split)
+    tasks = np.array(table.tasks)[rows]
+    out = []
+    for task in sorted(set(tasks.tolist())):
+        mine = rows[tasks == task]
+        r = table.quality[mine] - cost_weight * table.cost_usd[mine] / COST_UNIT_USD
+        mean = r.mean(axis=0)
+        first, second = (int(j) for j in np.argsort(-mean, kind="stable")[:2])
+        gap = float(mean[first] - mean[second])
+        var = float(r[:, first].var() + r[:, second].var())
+        needed = np.inf if gap <= 0 else z * z * var / (gap * gap)
+        out.append(Separation(task=task, best=table.models[first],
+                              runner_up=table.models[second], gap=gap,
+                              grades_needed=float(needed), prompts=len(mine)))
+    return tuple(out)

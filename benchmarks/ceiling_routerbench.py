@@ -18,7 +18,13 @@ routers can do there (bandit/ceiling.py). It prints
    prompt) and, if the ``wordllama`` package is installed (``pip install wordllama``;
    its wheel carries its weights, nothing is downloaded), a logistic regression per task
    and model on a 256-dimension semantic embedding of the prompt's last paragraph, with
-   the headline numbers of routing on those predictions.
+   the headline numbers of routing on those predictions;
+3. **near-ties**: the ceiling's hull vertex just below 98 % of the best quality is the
+   allocation a router must find at one cost weight to reach 98 % cheaply. At each
+   weight of the replay's sweep where the per-task table (train means) picks that
+   allocation, every task's best and second-best model, their gap in mean reward and
+   how many grades of each would tell them apart at two standard errors, against the
+   task's train prompts (a bandit sees one grade per prompt).
 
 The data is read from ``$ROUTEBANDIT_SHARED/data/routerbench-subset/outcomes.csv``
 (default ``../shared`` next to the repository). It takes seconds.
@@ -36,7 +42,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bandit.ceiling import task_ceiling_points, within_task_auc
+from bandit.ceiling import separation, task_ceiling_points, within_task_auc
 from bandit.frontier import FrontierMetrics, frontier_metrics
 from bandit.outcomes import OutcomeTable, load_outcomes
 from bandit.replay import (
@@ -47,6 +53,7 @@ from bandit.replay import (
     featurize_table,
     full_information_points,
     full_information_predictions,
+    per_task_points,
     single_model_points,
 )
 
@@ -176,6 +183,30 @@ def embedding_predictions(table: OutcomeTable, emb: np.ndarray, c: float) -> np.
     return pred
 
 
+def near_ties(table: OutcomeTable, vertices: list[dict[str, Any]],
+              best_quality: float) -> list[dict[str, Any]]:
+    below = [v for v in vertices if v["quality_pct"] < 98.0]
+    if not below or len(below) == len(vertices):
+        print("  the ceiling's hull does not cross 98% between two vertices")
+        return []
+    target = below[-1]["by_task"]
+    print("  the allocation below 98%: " +
+          ", ".join(f"{t}: {m.split('/')[-1]}" for t, m in target.items()))
+    rows = []
+    for p in per_task_points(table, DEFAULT_COST_WEIGHTS):
+        if {t.task: t.choices[0][0] for t in p.by_task} != target:
+            continue
+        assert p.cost_weight is not None
+        for sep in separation(table, p.cost_weight):
+            print(f"    w={p.cost_weight:<7g} {sep.task:<16} {sep.best.split('/')[-1]:>20} over "
+                  f"{sep.runner_up.split('/')[-1]:<20} by {sep.gap:.3f}: "
+                  f"{sep.grades_needed:6.0f} grades of each needed, {sep.prompts} prompts")
+            rows.append({"cost_weight": p.cost_weight, **sep.__dict__})
+    if not rows:
+        print("  no weight of the sweep picks it from the train means")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -235,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            DEFAULT_COST_WEIGHTS))
             print_metrics(f"embedding C={c:g}, routed (full info + task)", em)
             out["embedding"][f"C={c:g}"] = {**em.to_dict(), "within_task_auc": eaucs}
+    print("\n3. near-ties a router must settle for 98% (train means)")
+    out["near_ties"] = near_ties(table, vertices, best.quality)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from bandit.ceiling import (
     auc,
     ceiling_weights,
+    separation,
     task_breakpoints,
     task_ceiling_points,
     within_task_auc,
@@ -127,3 +128,32 @@ def test_within_task_auc_of_a_perfect_and_a_useless_predictor() -> None:
     assert all(v in (0.5, None) for per_model in flat.values() for v in per_model.values())
     with pytest.raises(ValueError, match="expected shape"):
         within_task_auc(table, np.zeros((len(rows) + 1, table.n_models)))
+
+
+def test_separation_needs_more_grades_for_a_closer_tie() -> None:
+    rng = np.random.default_rng(5)
+    n = 400
+    quality = np.column_stack([rng.random(n) < 0.8, rng.random(n) < 0.7,
+                               rng.random(n) < 0.78]).astype(float)
+    table = OutcomeTable.from_rows(
+        [f"p{i}" for i in range(n)], ["qa"] * n, ["train"] * n, ["x"] * n,
+        ["good", "worse", "close"], quality=quality,
+        cost_usd=np.tile([0.002, 0.001, 0.001], (n, 1)), output_chars=np.ones((n, 3)))
+    means = quality.mean(axis=0)
+    free = separation(table, 0.0)[0]
+    order = np.argsort(-means, kind="stable")
+    assert (free.best, free.runner_up) == (table.models[order[0]], table.models[order[1]])
+    assert free.gap == pytest.approx(means[order[0]] - means[order[1]])
+    var = quality[:, order[0]].var() + quality[:, order[1]].var()
+    assert free.grades_needed == pytest.approx(4 * var / free.gap ** 2)
+    assert free.prompts == n
+    # charging for cost moves the best model: "good" costs 1 m$ more per prompt
+    dear = separation(table, 1.0)[0]
+    assert dear.best != "good"
+    tie = OutcomeTable.from_rows(["a", "b"], ["qa", "qa"], ["train"] * 2, ["x", "y"],
+                                 ["m1", "m2"], quality=[[1, 1], [0, 0]],
+                                 cost_usd=[[0.001, 0.001]] * 2, output_chars=[[1, 1]] * 2)
+    assert separation(tie, 0.01)[0].grades_needed == float("inf")
+    single = OutcomeTable.from_rows(["a"], ["qa"], ["train"], ["x"], ["m1"], quality=[[1]],
+                                    cost_usd=[[0.001]], output_chars=[[1]])
+    assert separation(single, 0.0) == ()
