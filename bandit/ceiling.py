@@ -1,14 +1,15 @@
 """How far routing can go on an outcome table: diagnostics that PEEK at the test split.
 
 Before tuning a bandit on an outcome table it pays to know what any router could reach
-on it, and from what. Two diagnostics answer that; both look at test grades, so they are
-bounds and measurements, never routers:
+on it, and from what. Three diagnostics answer that; the first two look at test grades,
+so they are bounds and measurements, never routers:
 
-* :func:`task_ceiling_points`: **routing by task**. For every cost weight at which some
-  task's best model changes, each task goes to the model with the best *test*
-  ``mean q - w * mean cost / $0.001`` on that task. Its hull is the best frontier a
-  router that tells the tasks apart, but not the prompts within a task, can reach on
-  this test split. A target above it needs routing *within* a task.
+* :func:`bandit.replay.task_ceiling_points`: **routing by task**. For every cost
+  weight at which some task's best model changes (:func:`task_breakpoints`), each task
+  goes to the model with the best *test* ``mean q - w * mean cost / $0.001`` on it.
+  Its hull is the best frontier a router that tells the tasks apart, but not the
+  prompts within a task, can reach on this test split. A target above it needs
+  routing *within* a task.
 * :func:`within_task_auc`: **is there signal within a task**. Given any predictor's
   quality estimates for every (test prompt, model), the AUC, task by task and model by
   model, of telling the prompts a model gets right from those it gets wrong. 0.5 is no
@@ -18,9 +19,10 @@ bounds and measurements, never routers:
   learner needs before their gap is two standard errors: a bandit, which sees one grade
   per prompt, cannot settle a tie that needs more grades than the task has prompts.
 
-``benchmarks/ceiling_routerbench.py`` prints both for the RouterBench subset, with the
-full-information baseline's predictions (and, where the ``wordllama`` package is
-installed, a semantic embedding) as the predictors; docs/replay.md reads them.
+The replay reports the first as its ``task_ceiling`` baseline and the second for its
+full-information baseline. ``benchmarks/ceiling_routerbench.py`` prints all three for
+the RouterBench subset, with a semantic embedding as a second predictor where the
+``wordllama`` package is installed; docs/replay.md reads them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import numpy as np
 import numpy.typing as npt
 
 from bandit.outcomes import OutcomeTable
-from bandit.replay import OperatingPoint, per_task_points
 from bandit.reward import COST_UNIT_USD
 
 FloatArray = npt.NDArray[np.float64]
@@ -79,16 +80,6 @@ def ceiling_weights(breakpoints: Sequence[float]) -> tuple[float, ...]:
     b = sorted(x for x in breakpoints if x > 0)
     inner = [float(np.sqrt(lo * hi)) for lo, hi in itertools.pairwise(b)]
     return (0.0, *inner, *([2.0 * b[-1]] if b else []))
-
-
-def task_ceiling_points(table: OutcomeTable) -> tuple[OperatingPoint, ...]:
-    """Routing by task with the TEST split's own means (PEEKS): the per-task table of
-    :func:`bandit.replay.per_task_points` fit on test, at every cost weight where an
-    allocation can change (:func:`task_breakpoints`). No router that cannot tell the
-    prompts of a task apart gets above its hull on this test split.
-    """
-    return per_task_points(table, ceiling_weights(task_breakpoints(table, "test")),
-                           fit_on="test")
 
 
 def auc(scores: npt.ArrayLike, quality: npt.ArrayLike) -> float | None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ import numpy.typing as npt
 import vowpal_wabbit_next as vw
 
 from bandit.catalog import Catalog, ModelSpec
+from bandit.ceiling import ceiling_weights, task_breakpoints, within_task_auc
 from bandit.decision import Decision
 from bandit.errors import PolicyError, RequestError
 from bandit.estimates import Estimates, describe
@@ -173,14 +174,20 @@ class RouterResult:
     points: tuple[OperatingPoint, ...]
     metrics: FrontierMetrics
     peeks: bool = False
+    #: Per task and model, the test AUC of the router's quality estimates
+    #: (:func:`bandit.ceiling.within_task_auc`); only for the full-information baseline.
+    within_task_auc: Mapping[str, Mapping[str, float | None]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label,
             "peeks": self.peeks,
             "frontier": [p.to_dict() for p in self.points],
             **self.metrics.to_dict(),
         }
+        if self.within_task_auc is not None:
+            out["within_task_auc"] = {t: dict(m) for t, m in self.within_task_auc.items()}
+        return out
 
 
 @dataclass(frozen=True)
@@ -419,6 +426,16 @@ def per_task_points(
         chosen = np.array([pick[table.tasks[i]] for i in rows], dtype=np.int64)
         points.append(_point(table, rows, chosen, cost_weight=w))
     return tuple(points)
+
+
+def task_ceiling_points(table: OutcomeTable) -> tuple[OperatingPoint, ...]:
+    """Routing by task with the TEST split's own means (PEEKS): :func:`per_task_points`
+    fit on test, at every cost weight where an allocation can change
+    (:func:`bandit.ceiling.task_breakpoints`). No router that cannot tell the prompts of
+    a task apart gets above its hull on this test split.
+    """
+    return per_task_points(table, ceiling_weights(task_breakpoints(table, "test")),
+                           fit_on="test")
 
 
 # -- the bandit --------------------------------------------------------------------------
@@ -666,12 +683,13 @@ def replay(
                            "a cost-quality frontier needs costs")
 
     def result(name: str, label: str, points: Sequence[OperatingPoint], *,
-               peeks: bool = False) -> RouterResult:
+               peeks: bool = False,
+               auc: Mapping[str, Mapping[str, float | None]] | None = None) -> RouterResult:
         metrics = frontier_metrics(
             [p.xy for p in points], reference_cost=best.cost_per_prompt,
             reference_quality=best.quality, c_max=c_max)
         return RouterResult(name=name, label=label, points=tuple(points), metrics=metrics,
-                            peeks=peeks)
+                            peeks=peeks, within_task_auc=auc)
 
     runs = [
         replay_bandit(table, contexts, cost_weight=w, config=config, progress=progress)
@@ -682,9 +700,13 @@ def replay(
     baselines = (
         result("full_information",
                "full-information baseline, sees every model's grade on train",
-               full_information_points(table, pred, cost, config.cost_weights)),
+               full_information_points(table, pred, cost, config.cost_weights),
+               auc=within_task_auc(table, pred)),
         result("per_task", "per-task table, full information plus the task label: "
                "best model per task on train", per_task_points(table, config.cost_weights)),
+        result("task_ceiling", "routing by task on the test split's own means (peeks): "
+               "the most a router reaches without telling a task's prompts apart",
+               task_ceiling_points(table), peeks=True),
         result("oracle", "oracle (peeks at test grades)",
                oracle_points(table, config.cost_weights), peeks=True),
         result("random", "uniform random routing", [random_point(table)]),

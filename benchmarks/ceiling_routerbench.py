@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bandit.ceiling import separation, task_ceiling_points, within_task_auc
+from bandit.ceiling import separation, within_task_auc
 from bandit.frontier import FrontierMetrics, frontier_metrics
 from bandit.outcomes import OutcomeTable, load_outcomes
 from bandit.replay import (
@@ -55,6 +55,7 @@ from bandit.replay import (
     full_information_predictions,
     per_task_points,
     single_model_points,
+    task_ceiling_points,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,8 +3,9 @@
 Replays an outcome table (every model's graded, priced answer to every prompt; format
 in :mod:`bandit.outcomes`) through the bandit at a sweep of cost weights, learning only
 from the model it chose, and compares its cost-quality frontier with every single model,
-random routing, the oracle and a full-information baseline. The protocol and the metrics
-are described in :mod:`bandit.replay`, :mod:`bandit.frontier` and ``docs/replay.md``.
+random routing, the oracle, the task ceiling and a full-information baseline. The
+protocol and the metrics are described in :mod:`bandit.replay`, :mod:`bandit.frontier`
+and ``docs/replay.md``.
 
 A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` writes::
 
@@ -26,8 +27,9 @@ A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` wri
       "baselines": {
         name: {"label", "peeks", "frontier": [...], "hull": [...],
                "cost_pct_for_95", "cost_pct_for_98", "quality_pct_at_10",
-               "quality_pct_at_30", "aiq"}
-      },  # names: full_information, per_task, oracle, random, single_models
+               "quality_pct_at_30", "aiq",
+               "within_task_auc": {task: {model: auc}}}  # full_information only
+      },  # names: full_information, per_task, task_ceiling, oracle, random, single_models
       "learning_curve": [{"cost_weight", "points": [{"step", "mean_reward",
                           "mean_quality", "mean_cost_per_prompt"}]}],
       "learning_curve_reference": {"model", "points": [{"step", "mean_quality"}]},
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -213,7 +216,11 @@ def render(result: ReplayResult, *, source: str = "") -> str:
         "",
         "  cost@X%: cost to reach X% of the best single model's quality, as % of its cost;",
         "  q@X%cost: quality reachable for X% of its cost, as % of its quality (hull, mixing",
-        f"  allowed); AIQ over costs [0, ${result.aiq_cost_max:.5f}]. The oracle peeks.",
+        f"  allowed); AIQ over costs [0, ${result.aiq_cost_max:.5f}]. The oracle and the task "
+        "ceiling peek at",
+        "  test grades; no router that cannot tell a task's prompts apart gets above the task "
+        "ceiling.",
+        *_auc_lines(result),
         "",
         f"  {'cost weight':>11}  {'bandit q':>8} {'$/prompt':>9}   "
         f"{'full-info q':>11} {'$/prompt':>9}   bandit's most used models",
@@ -257,6 +264,23 @@ def _per_task_lines(points: Sequence[OperatingPoint]) -> list[str]:
     return lines
 
 
+def _auc_lines(result: ReplayResult) -> list[str]:
+    """How well the full-information baseline tells a task's prompts apart: its median
+    within-task AUC over the models, per task (all of them are in the JSON)."""
+    aucs = result.baseline("full_information").within_task_auc
+    if not aucs or len(aucs) > MAX_TABLE_TASKS:
+        return []
+    cells = []
+    for task, per_model in aucs.items():
+        values = [v for v in per_model.values() if v is not None]
+        if values:
+            cells.append(f"{task} {statistics.median(values):.2f}")
+    if not cells:
+        return []
+    return ["  Within-task AUC of the full-information baseline, median over models (0.5 = no",
+            "  signal to route on within a task): " + ", ".join(cells) + "."]
+
+
 def _model_name(name: str) -> str:
     """A model name without its provider path (``meta/llama-2-70b-chat``: the last part)."""
     return name.rsplit("/", 1)[-1]
@@ -267,6 +291,7 @@ def _short(r: RouterResult) -> str:
         "bandit": "bandit (routebandit, bandit feedback)",
         "full_information": "full-information baseline (sees all train)",
         "per_task": "per-task table (all train grades + task)",
+        "task_ceiling": "task ceiling (test means per task; peeks)",
         "oracle": "oracle (peeks at test grades)",
         "random": "uniform random",
         "single_models": "single models (and their random mixtures)",
@@ -301,6 +326,11 @@ def plot(result: ReplayResult, path: Path) -> None:
         hx, hy = zip(*r.metrics.hull, strict=True)
         ax.plot([*hx, result.aiq_cost_max], [*hy, hy[-1]], color=color,
                 label=f"{label}, AIQ {r.metrics.aiq:.3f}")
+    ceiling = result.baseline("task_ceiling")
+    hx, hy = zip(*ceiling.metrics.hull, strict=True)
+    ax.plot([*hx, result.aiq_cost_max], [*hy, hy[-1]], color="C4", linestyle="--",
+            linewidth=1, label=f"task ceiling (test means per task; peeks), "
+                               f"AIQ {ceiling.metrics.aiq:.3f}")
     singles = result.baseline("single_models")
     ax.scatter([p.cost_per_prompt for p in singles.points], [p.quality for p in singles.points],
                color="0.3", marker="x", s=30, label="single models")

@@ -12,13 +12,12 @@ from bandit.ceiling import (
     ceiling_weights,
     separation,
     task_breakpoints,
-    task_ceiling_points,
     within_task_auc,
 )
 from bandit.errors import RequestError
 from bandit.frontier import nondecreasing_hull, quality_at
 from bandit.outcomes import OutcomeTable
-from bandit.replay import oracle_points, per_task_points
+from bandit.replay import oracle_points, per_task_points, task_ceiling_points
 
 
 def pairwise_auc(scores: list[float], quality: list[float]) -> float | None:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import serving.cli as cli
-from bandit.frontier import frontier_metrics
+from bandit.ceiling import within_task_auc
+from bandit.frontier import frontier_metrics, quality_at
 from bandit.outcomes import OutcomeTable, load_outcomes
 from bandit.replay import (
     ReplayConfig,
@@ -112,11 +113,19 @@ def assert_schema(out: dict[str, Any], n_weights: int) -> None:
         assert key in out
         assert out[key] is None or isinstance(out[key], float)
     assert out["aiq_cost_range"][0] == 0.0
-    assert set(out["baselines"]) == {"full_information", "per_task", "oracle", "random",
-                                     "single_models"}
+    assert set(out["baselines"]) == {"full_information", "per_task", "task_ceiling", "oracle",
+                                     "random", "single_models"}
     for b in out["baselines"].values():
         assert {"label", "peeks", "frontier", "hull", *HEADLINE} <= set(b)
     assert out["baselines"]["oracle"]["peeks"] is True
+    assert out["baselines"]["task_ceiling"]["peeks"] is True
+    aucs = out["baselines"]["full_information"]["within_task_auc"]
+    assert set(aucs) == set(out["data"]["tasks"])
+    for per_model in aucs.values():
+        assert set(per_model) == set(out["data"]["models"])
+        assert all(v is None or 0.0 <= v <= 1.0 for v in per_model.values())
+    assert all("within_task_auc" not in b for name, b in out["baselines"].items()
+               if name != "full_information")
     assert "full-information" in out["baselines"]["full_information"]["label"]
     assert len(out["learning_curve"]) == n_weights
     assert {"step", "mean_reward", "mean_quality", "mean_cost_per_prompt"} == set(
@@ -211,6 +220,17 @@ def test_baselines(result: Any, table: OutcomeTable) -> None:
     assert per_task.points[0].quality == 1.0  # math -> mathy, code -> coder
     assert per_task.points[0].choices == (("coder", 0.5), ("mathy", 0.5))
     assert per_task.points[-1].choices == (("tiny", 1.0),)  # w = 1: a grade < $0.001
+    # The task ceiling peeks at test means: on test, no per-task table gets above it.
+    ceiling = result.baseline("task_ceiling")
+    assert ceiling.peeks
+    for p in per_task.points:
+        reachable = quality_at(ceiling.metrics.hull, p.cost_per_prompt)
+        assert reachable is not None and p.quality <= reachable + 1e-12
+    assert ceiling.metrics.aiq >= per_task.metrics.aiq
+    # The full-information baseline's AUCs are those of its own predictions.
+    pred, _ = full_information_predictions(table, featurize_table(table),
+                                           config=result.config)
+    assert full.within_task_auc == within_task_auc(table, pred)
 
 
 def test_every_point_breaks_down_by_task(result: Any, table: OutcomeTable) -> None:
