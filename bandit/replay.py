@@ -285,7 +285,7 @@ class ReplayResult:
 def replay_catalog(table: OutcomeTable) -> Catalog:
     """The catalog of a table: its model names, no prices, no capabilities.
 
-    >>> from bandit.outcomes import SPLITS, OutcomeTable
+    >>> from bandit.outcomes import OutcomeTable
     >>> t = OutcomeTable.from_rows(["p"], ["t"], ["train"], ["hi"], ["a", "b"],
     ...     quality=[[1, 0]], cost_usd=[[0, 0]], output_chars=[[1, 1]])
     >>> replay_catalog(t).names
@@ -407,7 +407,7 @@ def per_task_points(
 
     ``fit_on="test"`` takes the means from the test split itself: that PEEKS, and gives
     the best any router can reach on test by telling tasks apart but not the prompts
-    within a task (:mod:`bandit.ceiling`).
+    within a task (:func:`task_ceiling_points`).
     """
     if fit_on not in SPLITS:
         raise RequestError(f"fit_on: must be one of {list(SPLITS)}, got {fit_on!r}")
@@ -451,7 +451,7 @@ def replay_bandit(
 
     Only the chosen model's quality, cost and output length are ever read on train.
 
-    >>> from bandit.outcomes import SPLITS, OutcomeTable
+    >>> from bandit.outcomes import OutcomeTable
     >>> t = OutcomeTable.from_rows(
     ...     ["a", "b", "c"], ["x"] * 3, ["train", "train", "test"], ["hi", "yo", "hey"],
     ...     ["m1", "m2"], quality=[[1, 0]] * 3, cost_usd=[[0.001, 0.002]] * 3,
