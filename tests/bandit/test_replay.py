@@ -158,6 +158,11 @@ def test_cli_end_to_end_writes_json_plot_and_table(
     assert "best single model on test" in captured.out
     assert "full-information baseline" in captured.out
     assert "most used model per task" in captured.out
+    assert "task ceiling (test means per task; peeks)" in captured.out
+    auc_text = captured.out.split("Within-task AUC", 1)[1].split("\n\n", 1)[0]
+    for task, per_model in out["baselines"]["full_information"]["within_task_auc"].items():
+        median = float(np.median([v for v in per_model.values() if v is not None]))
+        assert f"{task} {median:.2f}" in auc_text
     assert "replay" in captured.err  # the progress bar
     # The bandit routes math to mathy and code to coder: far better than random.
     best_bandit = max(p["quality"] for p in out["frontier"])
@@ -172,6 +177,8 @@ def test_cli_end_to_end_writes_json_plot_and_table(
     assert len(runs) == 1
     assert runs[0].data.metrics["aiq"] == pytest.approx(out["aiq"])
     assert runs[0].data.tags["routebandit.kind"] == "replay"
+    assert runs[0].data.metrics["task_ceiling.aiq"] == pytest.approx(
+        out["baselines"]["task_ceiling"]["aiq"])
 
 
 def test_replay_command_is_registered() -> None:
