@@ -33,6 +33,7 @@ The data is read from ``$ROUTEBANDIT_SHARED/data/routerbench-subset/outcomes.csv
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -202,7 +203,7 @@ def near_ties(table: OutcomeTable, vertices: list[dict[str, Any]],
             print(f"    w={p.cost_weight:<7g} {sep.task:<16} {sep.best.split('/')[-1]:>20} over "
                   f"{sep.runner_up.split('/')[-1]:<20} by {sep.gap:.3f}: "
                   f"{sep.grades_needed:6.0f} grades of each needed, {sep.prompts} prompts")
-            rows.append({"cost_weight": p.cost_weight, **sep.__dict__})
+            rows.append({"cost_weight": p.cost_weight, **dataclasses.asdict(sep)})
     if not rows:
         print("  no weight of the sweep picks it from the train means")
     return rows
