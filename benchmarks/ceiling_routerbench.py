@@ -35,12 +35,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from routerbench import TARGETS, find_subset, last_paragraph, meets, wordllama_embed
 from tqdm import tqdm
 
 from bandit.ceiling import separation, within_task_auc
@@ -59,17 +59,9 @@ from bandit.replay import (
     task_ceiling_points,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-TARGETS = (("cost_pct_for_95", "<=", 25.0), ("cost_pct_for_98", "<=", 40.0),
-           ("quality_pct_at_10", ">=", 95.0))
 #: L2 strengths of the embedding regressions (inverse, as scikit-learn's ``C``); all
 #: are reported, so the best of them, chosen on test, flatters the embedding.
 EMBEDDING_C = (0.0001, 0.001, 0.01, 0.1)
-
-
-def data_path() -> Path:
-    shared = Path(os.environ.get("ROUTEBANDIT_SHARED", ROOT.parent / "shared"))
-    return shared / "data" / "routerbench-subset" / "outcomes.csv"
 
 
 def _pct(value: float | None) -> str:
@@ -87,16 +79,10 @@ def metrics_of(table: OutcomeTable, points: tuple[OperatingPoint, ...]) -> Front
 def print_metrics(name: str, m: FrontierMetrics) -> None:
     values = m.to_dict()
     cells = [f"{key.replace('_pct', '')} {_pct(values[key])} "
-             f"({op}{target:g}: {'ok' if _meets(values[key], op, target) else 'MISS'})"
+             f"({op}{target:g}: {'ok' if meets(values[key], op, target) else 'MISS'})"
              for key, op, target in TARGETS]
     print(f"  {name:<44} " + ", ".join(cells) +
           f", quality_at_30 {_pct(m.quality_pct_at_30)}, AIQ {m.aiq:.4f}")
-
-
-def _meets(value: float | None, op: str, target: float) -> bool:
-    if value is None:
-        return False
-    return value <= target if op == "<=" else value >= target
 
 
 def hull_vertices(table: OutcomeTable, points: tuple[OperatingPoint, ...],
@@ -133,20 +119,11 @@ def embed_last_paragraphs(prompts: tuple[str, ...]) -> np.ndarray | str:
     """wordllama's 256-dimension embedding of each prompt's last paragraph (the question
     of a few-shot prompt), or why it is not available."""
     try:
-        import wordllama
-        from wordllama import WordLlama
+        return wordllama_embed([last_paragraph(text) for text in prompts])
     except ImportError:
         return "the wordllama package is not installed (pip install wordllama)"
-    # Its loader looks for the tokenizer it ships under the wrong folder name; pointing
-    # its cache at the package finds both files, and nothing is downloaded.
-    try:
-        model = WordLlama.load(dim=256, cache_dir=Path(wordllama.__file__).parent,
-                               disable_download=True)
     except (FileNotFoundError, ValueError) as exc:
         return f"wordllama could not load its bundled weights: {exc}"
-    last = [next((p for p in reversed(text.split("\n\n")) if p.strip()), text)
-            for text in prompts]
-    return np.asarray(model.embed(last), dtype=np.float64)
 
 
 def logistic(x: np.ndarray, y: np.ndarray, c: float, iters: int = 30) -> np.ndarray:
@@ -215,10 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-embedding", action="store_true",
                         help="skip the wordllama embedding even if it is installed")
     args = parser.parse_args(argv)
-    path = data_path()
-    if not path.exists():
-        print(f"routerbench subset not found at {path}; set ROUTEBANDIT_SHARED",
-              file=sys.stderr)
+    path = find_subset()
+    if path is None:
         return 2
     table = load_outcomes(path)
     best = best_single_model(single_model_points(table))

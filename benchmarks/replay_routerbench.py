@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from routerbench import TARGETS, find_subset, fmt, meets
 from tqdm import tqdm
 
 from bandit.frontier import frontier_metrics
@@ -37,14 +37,6 @@ from bandit.replay import (
 )
 from serving.commands.replay import plot, render
 
-ROOT = Path(__file__).resolve().parents[1]
-# (metric, comparison, target): cost in % of the best single model's cost, quality in %
-# of its quality.
-TARGETS = (
-    ("cost_pct_for_95", "<=", 25.0),
-    ("cost_pct_for_98", "<=", 40.0),
-    ("quality_pct_at_10", ">=", 95.0),
-)
 LABELS = {
     "cost_pct_for_95": "cost to reach 95% of best quality",
     "cost_pct_for_98": "cost to reach 98% of best quality",
@@ -52,23 +44,6 @@ LABELS = {
     "quality_pct_at_30": "quality at 30% of best cost",
     "aiq": "AIQ",
 }
-
-
-def data_path() -> Path:
-    shared = Path(os.environ.get("ROUTEBANDIT_SHARED", ROOT.parent / "shared"))
-    return shared / "data" / "routerbench-subset" / "outcomes.csv"
-
-
-def _fmt(value: float | None, key: str) -> str:
-    if value is None:
-        return "not reached"
-    return f"{value:.4f}" if key == "aiq" else f"{value:.1f}%"
-
-
-def _meets(value: float | None, op: str, target: float) -> bool:
-    if value is None:
-        return False
-    return value <= target if op == "<=" else value >= target
 
 
 def coarse_metrics(result: Any, router: Any) -> dict[str, float | None]:
@@ -89,7 +64,7 @@ def print_means(results: list[Any],
             vals = [metrics(r, r.bandit if name == "bandit" else r.baseline(name))[key]
                     for r in results]
             got = [v for v in vals if v is not None]
-            mean = _fmt(sum(got) / len(got), key) if got else "not reached"
+            mean = fmt(sum(got) / len(got), key) if got else "not reached"
             row.append(f"{mean} ({len(got)}/{len(vals)} reached)")
         print(f"  {LABELS[key]:<36} bandit {row[0]:<26} full-info {row[1]}")
 
@@ -111,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=None, help="write the PNG here")
     args = parser.parse_args(argv)
 
-    path = data_path()
-    if not path.exists():
-        print(f"routerbench subset not found at {path}; set ROUTEBANDIT_SHARED",
-              file=sys.stderr)
+    path = find_subset()
+    if path is None:
         return 2
     table = load_outcomes(path)
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
@@ -136,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{'full-info':>12}")
         met = 0
         for key, op, target in TARGETS:
-            ok = _meets(bandit[key], op, target)
+            ok = meets(bandit[key], op, target)
             met += ok
             print(f"  {LABELS[key]:<36} {op + f'{target:g}%':>9} "
-                  f"{_fmt(bandit[key], key):>12} {'ok' if ok else 'MISS':>4} "
-                  f"{_fmt(full[key], key):>12}")
+                  f"{fmt(bandit[key], key):>12} {'ok' if ok else 'MISS':>4} "
+                  f"{fmt(full[key], key):>12}")
         for key in ("quality_pct_at_30", "aiq"):
-            print(f"  {LABELS[key]:<36} {'':>9} {_fmt(bandit[key], key):>12} {'':>4} "
-                  f"{_fmt(full[key], key):>12}")
+            print(f"  {LABELS[key]:<36} {'':>9} {fmt(bandit[key], key):>12} {'':>4} "
+                  f"{fmt(full[key], key):>12}")
         print(f"  bandit meets {met} of {len(TARGETS)} targets")
     if len(results) > 1:
         print(f"\n  mean over seeds {args.seeds} (over the seeds that reach it):")

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
+from routerbench import data_path, find_subset, fmt, last_paragraph, wordllama_embed
 from tqdm import tqdm
 
 from bandit.features import Context, featurize, parse_request
@@ -50,17 +49,7 @@ from bandit.replay import (
     single_model_points,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("cost_pct_for_95", "cost_pct_for_98", "quality_pct_at_10", "aiq")
-
-
-def data_path() -> Path:
-    shared = Path(os.environ.get("ROUTEBANDIT_SHARED", ROOT.parent / "shared"))
-    return shared / "data" / "routerbench-subset" / "outcomes.csv"
-
-
-def last_paragraph(text: str) -> str:
-    return next((p for p in reversed(text.split("\n\n")) if p.strip()), text)
 
 
 def untemplated(table: OutcomeTable) -> OutcomeTable:
@@ -68,14 +57,7 @@ def untemplated(table: OutcomeTable) -> OutcomeTable:
 
 
 def embed(prompts: tuple[str, ...]) -> np.ndarray:
-    import wordllama
-    from wordllama import WordLlama
-
-    # Its loader looks for the tokenizer it ships under the wrong folder name; pointing
-    # its cache at the package finds both files, and nothing is downloaded.
-    model = WordLlama.load(dim=256, cache_dir=Path(wordllama.__file__).parent,
-                           disable_download=True)
-    e = np.asarray(model.embed(list(prompts)), dtype=np.float64)
+    e = wordllama_embed(list(prompts))
     unit: np.ndarray = e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-12)
     return unit
 
@@ -128,12 +110,6 @@ def run(job: tuple[int, int]) -> tuple[int, int, dict[str, float | None]]:
     return k, seed, {key: m[key] for key in KEYS}
 
 
-def _fmt(v: float | None, key: str) -> str:
-    if v is None:
-        return "not reached"
-    return f"{v:.4f}" if key == "aiq" else f"{v:.1f}%"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2,3", help="replay seeds (default: %(default)s)")
@@ -142,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2,
                         help="processes running seeds side by side (default: %(default)s)")
     args = parser.parse_args(argv)
-    if not data_path().exists():
-        print(f"routerbench subset not found at {data_path()}; set ROUTEBANDIT_SHARED",
-              file=sys.stderr)
+    if find_subset() is None:
         return 2
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     ks = [int(s) for s in args.clusters.split(",") if s.strip()]
@@ -177,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for key in KEYS:
             reached = sum(results[k][s][key] is not None for s in seeds)
-            cell = f"{_fmt(means[k][key], key)} ({reached}/{len(seeds)})"
+            cell = f"{fmt(means[k][key], key)} ({reached}/{len(seeds)})"
             mine, theirs = means[k][key], (base or {}).get(key)
             if k != 0 and mine is not None and theirs:
                 cell += f" {mine / theirs:.2f}x"
@@ -185,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<24} " + " ".join(f"{c:>26}" for c in cells))
         for s in seeds:
             print(f"    seed {s:<3} " + "  ".join(
-                f"{key}={_fmt(results[k][s][key], key)}" for key in KEYS))
+                f"{key}={fmt(results[k][s][key], key)}" for key in KEYS))
     print("  (means over the seeds that reach a figure; (n/m): how many reach it; Nx: the "
           "mean as a multiple of the same run's 'none' row)")
     return 0
