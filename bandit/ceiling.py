@@ -28,7 +28,7 @@ the RouterBench subset, with a semantic embedding as a second predictor where th
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +38,17 @@ from bandit.outcomes import OutcomeTable
 from bandit.reward import COST_UNIT_USD
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def _split_by_task(table: OutcomeTable, split: str) -> Iterator[tuple[str, IntArray, IntArray]]:
+    """For each task on ``split``, sorted: the task, the positions of its prompts among
+    the split's rows, and their row numbers in the table."""
+    rows = table.indices(split)
+    tasks = np.array(table.tasks)[rows]
+    for task in sorted(set(tasks.tolist())):
+        positions = np.flatnonzero(tasks == task)
+        yield task, positions, rows[positions]
 
 
 def task_breakpoints(table: OutcomeTable, split: str = "test") -> tuple[float, ...]:
@@ -52,11 +63,8 @@ def task_breakpoints(table: OutcomeTable, split: str = "test") -> tuple[float, .
     >>> task_breakpoints(t)
     (0.25,)
     """
-    rows = table.indices(split)
-    tasks = np.array(table.tasks)[rows]
     found: set[float] = set()
-    for task in sorted(set(tasks.tolist())):
-        mine = rows[tasks == task]
+    for _, _, mine in _split_by_task(table, split):
         q = table.quality[mine].mean(axis=0)
         c = table.cost_usd[mine].mean(axis=0) / COST_UNIT_USD
         dq = q[:, None] - q[None, :]
@@ -121,13 +129,9 @@ def within_task_auc(
     if predicted_quality.shape != (len(rows), table.n_models):
         raise ValueError(f"predicted_quality: expected shape {(len(rows), table.n_models)}, "
                          f"got {predicted_quality.shape}")
-    tasks = np.array(table.tasks)[rows]
-    out: dict[str, dict[str, float | None]] = {}
-    for task in sorted(set(tasks.tolist())):
-        mine = tasks == task
-        out[task] = {m: auc(predicted_quality[mine, j], table.quality[rows[mine], j])
-                     for j, m in enumerate(table.models)}
-    return out
+    return {task: {m: auc(predicted_quality[positions, j], table.quality[mine, j])
+                   for j, m in enumerate(table.models)}
+            for task, positions, mine in _split_by_task(table, "test")}
 
 
 @dataclass(frozen=True)
@@ -166,11 +170,8 @@ def separation(
     """
     if table.n_models < 2:
         return ()
-    rows = table.indices(split)
-    tasks = np.array(table.tasks)[rows]
     out = []
-    for task in sorted(set(tasks.tolist())):
-        mine = rows[tasks == task]
+    for task, _, mine in _split_by_task(table, split):
         r = table.quality[mine] - cost_weight * table.cost_usd[mine] / COST_UNIT_USD
         mean = r.mean(axis=0)
         first, second = (int(j) for j in np.argsort(-mean, kind="stable")[:2])
