@@ -40,11 +40,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from routerbench import TARGETS, find_subset, last_paragraph, meets, wordllama_embed
+from routerbench import (
+    TARGETS,
+    find_subset,
+    last_paragraph,
+    meets,
+    metrics_of,
+    wordllama_embed,
+)
 from tqdm import tqdm
 
 from bandit.ceiling import separation, within_task_auc
-from bandit.frontier import FrontierMetrics, frontier_metrics
+from bandit.frontier import FrontierMetrics
 from bandit.outcomes import OutcomeTable, load_outcomes
 from bandit.replay import (
     DEFAULT_COST_WEIGHTS,
@@ -66,14 +73,6 @@ EMBEDDING_C = (0.0001, 0.001, 0.01, 0.1)
 
 def _pct(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.1f}%"
-
-
-def metrics_of(table: OutcomeTable, points: tuple[OperatingPoint, ...]) -> FrontierMetrics:
-    singles = single_model_points(table)
-    best = best_single_model(singles)
-    return frontier_metrics([p.xy for p in points], reference_cost=best.cost_per_prompt,
-                            reference_quality=best.quality,
-                            c_max=max(p.cost_per_prompt for p in singles))
 
 
 def print_metrics(name: str, m: FrontierMetrics) -> None:
@@ -205,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n1. routing by task, each task's model from its TEST means (peeks):")
     points = task_ceiling_points(table)
-    m = metrics_of(table, points)
+    m = metrics_of(table, [p.xy for p in points])
     print_metrics(f"task ceiling ({len(points)} cost weights)", m)
     vertices = hull_vertices(table, points, m)
     print("  its hull, cheapest first:")
@@ -223,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   progress=bar.update)
     aucs = within_task_auc(table, pred)
     print_auc("full-information baseline on the bandit's features", aucs, table)
-    full = metrics_of(table, full_information_points(table, pred, cost, DEFAULT_COST_WEIGHTS))
+    full = metrics_of(table, [p.xy for p in full_information_points(
+        table, pred, cost, DEFAULT_COST_WEIGHTS)])
     print_metrics("full-information baseline, routed", full)
     out["full_information"] = {**full.to_dict(), "within_task_auc": aucs}
 
@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             eaucs = within_task_auc(table, epred)
             print_auc(f"wordllama embedding + logistic regression per task, C={c:g}",
                       eaucs, table)
-            em = metrics_of(table, full_information_points(table, epred, cost,
-                                                           DEFAULT_COST_WEIGHTS))
+            em = metrics_of(table, [p.xy for p in full_information_points(
+                table, epred, cost, DEFAULT_COST_WEIGHTS)])
             print_metrics(f"embedding C={c:g}, routed (full info + task)", em)
             out["embedding"][f"C={c:g}"] = {**em.to_dict(), "within_task_auc": eaucs}
     print("\n3. near-ties a router must settle for 98% (train means)")

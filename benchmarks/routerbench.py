@@ -1,5 +1,5 @@
 """What the RouterBench benchmarks share: where the subset is, the issue's targets, how a
-headline number prints, and the bundled wordllama embedding. Imported by the scripts
+headline number prints and is computed, and the bundled wordllama embedding. Imported by the scripts
 beside it (run as ``python benchmarks/NAME.py``, which puts this folder on the path).
 """
 
@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from bandit.frontier import FrontierMetrics, frontier_metrics
+from bandit.outcomes import OutcomeTable
+from bandit.replay import best_single_model, single_model_points
 
 ROOT = Path(__file__).resolve().parents[1]
 # (metric, comparison, target): cost in % of the best single model's cost, quality in %
@@ -35,6 +40,16 @@ def find_subset() -> Path | None:
               file=sys.stderr)
         return None
     return path
+
+
+def metrics_of(table: OutcomeTable, points: Iterable[tuple[float, float]]) -> FrontierMetrics:
+    """The headline numbers of ``(cost, quality)`` points against the table's best
+    single model on test, with AIQ over the replay's cost range."""
+    singles = single_model_points(table)
+    best = best_single_model(singles)
+    return frontier_metrics(points, reference_cost=best.cost_per_prompt,
+                            reference_quality=best.quality,
+                            c_max=max(p.cost_per_prompt for p in singles))
 
 
 def fmt(value: float | None, key: str) -> str:

@@ -35,18 +35,15 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from routerbench import data_path, find_subset, fmt, last_paragraph, wordllama_embed
+from routerbench import data_path, find_subset, fmt, last_paragraph, metrics_of, wordllama_embed
 from tqdm import tqdm
 
 from bandit.features import Context, featurize, parse_request
-from bandit.frontier import frontier_metrics
 from bandit.outcomes import OutcomeTable, load_outcomes
 from bandit.replay import (
     DEFAULT_COST_WEIGHTS,
     ReplayConfig,
-    best_single_model,
     replay_bandit,
-    single_model_points,
 )
 
 KEYS = ("cost_pct_for_95", "cost_pct_for_98", "quality_pct_at_10", "aiq")
@@ -102,11 +99,7 @@ def run(job: tuple[int, int]) -> tuple[int, int, dict[str, float | None]]:
     config = ReplayConfig(seed=seed)
     points = [replay_bandit(table, ctx, cost_weight=w, config=config).point.xy
               for w in DEFAULT_COST_WEIGHTS]
-    singles = single_model_points(table)
-    best = best_single_model(singles)
-    m = frontier_metrics(points, reference_cost=best.cost_per_prompt,
-                         reference_quality=best.quality,
-                         c_max=max(p.cost_per_prompt for p in singles)).to_dict()
+    m = metrics_of(table, points).to_dict()
     return k, seed, {key: m[key] for key in KEYS}
 
 
