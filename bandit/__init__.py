@@ -15,7 +15,15 @@ from bandit.errors import (
 )
 from bandit.estimates import Estimates
 from bandit.exploration import epsilon_greedy, greedy, softmax, squarecb
-from bandit.features import FEATURE_VERSION, Context, Request, featurize, parse_request
+from bandit.features import (
+    FEATURE_VERSION,
+    KEYED_FEATURE_VERSION,
+    Context,
+    Request,
+    featurize,
+    key_fingerprint,
+    parse_request,
+)
 from bandit.ope import Estimate, doubly_robust, ips, snips
 from bandit.outcomes import OutcomeTable, OutcomeTableError, load_outcomes
 from bandit.policy import EXPLORATIONS, Policy, PolicyConfig
@@ -32,6 +40,7 @@ __all__ = [
     "Estimate",
     "Estimates",
     "FEATURE_VERSION",
+    "KEYED_FEATURE_VERSION",
     "ModelSpec",
     "NoEligibleModelError",
     "OutcomeTable",
@@ -52,6 +61,7 @@ __all__ = [
     "featurize",
     "greedy",
     "ips",
+    "key_fingerprint",
     "load_outcomes",
     "parse_request",
     "penalty",

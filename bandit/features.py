@@ -10,11 +10,20 @@ never raises on any text.
 ('how', 'do', 'i', 'reverse')
 >>> ctx.numeric["question"]
 1.0
+
+With a ``key`` (a per-deployment secret), every word becomes a keyed hash, so a stored
+context cannot be read back into the prompt's words:
+
+>>> keyed = featurize(parse_request(prompt="How do I reverse a list in Python?"), key=b"k")
+>>> keyed.feature_version, keyed.namespaces["u"][0][0], len(keyed.namespaces["u"][0])
+('f2k', '~', 17)
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import math
 import re
 import zlib
@@ -27,6 +36,12 @@ import numpy as np
 from bandit.errors import RequestError
 
 FEATURE_VERSION = "f2"
+#: The version of contexts featurized with a key: the same features, every word (and
+#: every template tag made of words) a keyed hash, word namespaces as bags (no order,
+#: so no bigrams). Stored decisions say by it which feature space they are in.
+KEYED_FEATURE_VERSION = FEATURE_VERSION + "k"
+#: What starts a hashed token; ``\w`` never matches it, so no word can equal a hash.
+HASH_PREFIX = "~"
 
 # Token caps keep featurization and VW time bounded on enormous prompts; the head and
 # tail of a long turn are kept because instructions and questions sit at the ends.
@@ -181,9 +196,10 @@ function, system, tool, user; got 'robot'
             if not isinstance(msg, Mapping):
                 raise RequestError(f"{where}: must be an object with 'role' and 'content'")
             role = msg.get("role")
-            if role not in _ROLES:
+            if not isinstance(role, str) or role not in _ROLES:
+                got = repr(role)[:40] if isinstance(role, str) else type(role).__name__
                 raise RequestError(
-                    f"{where}.role: must be one of {', '.join(sorted(_ROLES))}; got {role!r}"
+                    f"{where}.role: must be one of {', '.join(sorted(_ROLES))}; got {got}"
                 )
             text, image = _content_text(msg.get("content"), where)
             vision = vision or image
@@ -232,6 +248,7 @@ class Context:
     VW text (:func:`bandit.vwformat.shared_line`) adds the bigrams, so a decision
     neither computes nor stores them unless its policy sends ``u`` to VW. Contexts
     stored before carry their bigrams in ``u`` itself and no ``bigrams``: the same text.
+    A keyed context (:func:`featurize`'s ``key``) has none: its word namespaces are bags.
     """
 
     namespaces: Mapping[str, tuple[str, ...]]
@@ -452,11 +469,105 @@ def _tag(value: str) -> str:
     return _TAG_UNSAFE_RE.sub("_", value[: MAX_TAG_LEN * 2])[:MAX_TAG_LEN]
 
 
+def key_fingerprint(key: bytes) -> str:
+    """A public name of a feature key: equal for equal keys, and reveals nothing of it.
+
+    Processes that share a database must featurize with the same key; comparing the
+    fingerprints they store tells whether they do.
+
+    >>> key_fingerprint(b"secret") == key_fingerprint(b"secret") != key_fingerprint(b"other")
+    True
+    >>> len(key_fingerprint(b"secret"))
+    16
+    """
+    return hmac.new(key, b"routebandit feature key", hashlib.sha256).hexdigest()[:16]
+
+
+class _WordHasher:
+    """Keyed 64-bit BLAKE2b hashes of words, as tokens, memoized per key."""
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("key: must not be empty")
+        if len(key) > 64:  # BLAKE2b's longest key; longer ones are hashed down, as HMAC does
+            key = hashlib.blake2b(key).digest()
+        self._base = hashlib.blake2b(key=key, digest_size=8, person=b"routebandit-word")
+        # A plain dict, cleared when full (as _BUCKET_CACHE): vocabularies repeat across
+        # prompts, so the usual cost of a word is one C-level lookup.
+        self._cache: dict[str, str] = {}
+
+    def _hash(self, word: str) -> str:
+        h = self._base.copy()  # the keyed state, without re-keying (40% cheaper)
+        h.update(word.encode("utf-8", "surrogatepass"))
+        return HASH_PREFIX + h.hexdigest()
+
+    def one(self, word: str) -> str:
+        token = self._cache.get(word)
+        if token is None:
+            token = self._cache[word] = self._hash(word)
+        return token
+
+    def tag(self, value: str) -> str:
+        return self.one("=" + value) if value else ""
+
+    def bag(self, words: Sequence[str]) -> list[str]:
+        """The words' tokens, sorted: the order of the words is not kept."""
+        cache = self._cache
+        try:
+            tokens = list(map(cache.__getitem__, words))
+        except KeyError:
+            if len(cache) + len(words) > _HASH_CACHE_MAX:
+                cache.clear()
+            tokens = [self.one(w) for w in words]
+        tokens.sort()
+        return tokens
+
+
+_HASH_CACHE_MAX = 1 << 17
+_HASHERS: dict[bytes, _WordHasher] = {}
+
+
+def _hasher(key: bytes) -> _WordHasher:
+    hasher = _HASHERS.get(key)
+    if hasher is None:
+        if len(_HASHERS) >= 8:  # one key per deployment; tests and tools use a few
+            _HASHERS.clear()
+        hasher = _HASHERS[key] = _WordHasher(key)
+    return hasher
+
+
 _U_BIGRAMS = frozenset({"u"})
 
 
-def featurize(request: Request) -> Context:
-    """Compute the :class:`Context` of a request (pure, local, never raises on text)."""
+def featurize(request: Request, *, key: bytes | None = None) -> Context:
+    """Compute the :class:`Context` of a request (pure, local, never raises on text).
+
+    Parameters
+    ----------
+    request
+        The parsed request.
+    key
+        A secret of the deployment. Without it the word namespaces hold the prompt's
+        words, in order. With it, every word (``u``, ``q``, ``s``, the words of the
+        ``head=``, ``qhead=`` and ``shead=`` tags and those the sketch ``e`` is made of)
+        is replaced by a keyed hash (:data:`HASH_PREFIX` and 16 hex digits), the word
+        namespaces are sorted bags (the words' order is not kept, so ``u`` has no
+        bigrams) and ``feature_version`` is :data:`KEYED_FEATURE_VERSION`. The same
+        prompt and key give the same context; without the key it cannot be read back
+        into words. Markers, the language hint, sizes and metadata tags are the same
+        either way. An empty key raises ``ValueError``.
+
+    Examples
+    --------
+    >>> req = parse_request(prompt="Translate to French: the cheese is old")
+    >>> plain, keyed = featurize(req), featurize(req, key=b"deployment secret")
+    >>> plain.namespaces["t"][2], keyed.namespaces["t"][2][:6]
+    ('head=translate_to_french_the_cheese_is', 'head=~')
+    >>> any("cheese" in t for ns in keyed.namespaces.values() for t in ns)
+    False
+    >>> keyed == featurize(req, key=b"deployment secret")
+    True
+    """
     last = request.last_user
     words = _words(last, MAX_WORDS)
     paragraphs = [p for p in _PARAGRAPH_RE.split(last.strip()) if p.strip()]
@@ -493,25 +604,39 @@ def featurize(request: Request) -> Context:
         "vision": 1.0 if request.needs_vision else 0.0,
         "json": 1.0 if request.needs_json else 0.0,
     }
+    language = _language(words, word_set)
     # Coarse, low-dimensional tags let the policy separate kinds of traffic after a
     # handful of examples: the opening words of the turn and of its last paragraph
     # (templated prompts share them) and bucketed sizes.
     head_words = _all_words(last[:200])[:HEAD_WORDS]
+    head = _tag("_".join(head_words))
+    qhead = _tag("_".join(q_words[:3]))
+    shead = _tag("_".join(s_words[:HEAD_WORDS])) if s_words else None
+    if key is not None:
+        # Everything above that is not a word (markers, the language hint, sizes) is
+        # as without a key; from here on only hashes of the words are used, so the
+        # policy, the kinds, the VW text and what is stored all see the same tokens.
+        hasher = _hasher(key)
+        words, q_words, s_words = hasher.bag(words), hasher.bag(q_words), hasher.bag(s_words)
+        # A template tag is one hash of its whole value (equal templates, equal tags),
+        # "=" first so that it never equals a word's ("=" is no word character).
+        head, qhead = hasher.tag(head), hasher.tag(qhead)
+        shead = None if shead is None else hasher.tag(shead)
     tags = [
         f"script={_script(last)}",
-        f"lang={_language(words, word_set)}",
-        "head=" + _tag("_".join(head_words)),
-        "qhead=" + _tag("_".join(q_words[:3])),
+        f"lang={language}",
+        "head=" + head,
+        "qhead=" + qhead,
         f"len={int(math.log2(1 + len(last)))}",
         f"par={min(len(paragraphs), 12)}",
     ]
-    if s_words:
-        tags.append("shead=" + _tag("_".join(s_words[:HEAD_WORDS])))
-    for key in ("tenant", "task"):
-        if key in request.metadata:
-            tags.append(f"{key}={_tag(request.metadata[key])}")
+    if shead is not None:
+        tags.append("shead=" + shead)
+    for name in ("tenant", "task"):
+        if name in request.metadata:
+            tags.append(f"{name}={_tag(request.metadata[name])}")
     namespaces = {
-        "u": tuple(words),  # and their bigrams: Context.bigrams
+        "u": tuple(words),  # and, without a key, their bigrams: Context.bigrams
         "q": tuple(q_words),
         "s": tuple(s_words),
         "t": tuple(tags),
@@ -525,5 +650,6 @@ def featurize(request: Request) -> Context:
         needs_tools=request.needs_tools,
         needs_vision=request.needs_vision,
         needs_json=request.needs_json,
-        bigrams=_U_BIGRAMS,
+        feature_version=FEATURE_VERSION if key is None else KEYED_FEATURE_VERSION,
+        bigrams=_U_BIGRAMS if key is None else frozenset(),
     )

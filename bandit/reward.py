@@ -25,6 +25,9 @@ from typing import Any
 from bandit.errors import RequestError
 
 COST_UNIT_USD = 0.001
+#: The largest weight accepted: 1,000 quality points per thousandth of a dollar (or per
+#: second) is far past any sensible trade-off, and keeps every reward a finite number.
+MAX_WEIGHT = 1_000.0
 LATENCY_UNIT_MS = 1000.0
 
 
@@ -48,9 +51,10 @@ class RewardWeights:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RequestError(f"weights.{name}: must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
+            if not math.isfinite(value) or not 0 <= value <= MAX_WEIGHT:
                 raise RequestError(
-                    f"weights.{name}: must be a finite number >= 0, got {value!r}"
+                    f"weights.{name}: must be a number from 0 to {MAX_WEIGHT:g}, "
+                    f"got {value!r}"
                 )
         if self.quality == 0 and self.cost == 0 and self.latency == 0:
             raise RequestError("weights: at least one weight must be positive")
@@ -93,11 +97,15 @@ def reward(
     for name, value in (("cost_usd", cost_usd), ("latency_ms", latency_ms)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise RequestError(f"{name}: must be a finite number >= 0, got {value!r}")
-    return (
+    value = (
         weights.quality * quality
         - weights.cost * (cost_usd / COST_UNIT_USD)
         - weights.latency * (latency_ms / LATENCY_UNIT_MS)
     )
+    if not math.isfinite(value):  # a cost or latency near the float limit
+        raise RequestError(f"cost_usd: the reward of cost {cost_usd!r} and latency "
+                           f"{latency_ms!r} ms is not a finite number")
+    return value
 
 
 def penalty(weights: RewardWeights, *, cost_usd: float, latency_ms: float) -> float:

@@ -12,7 +12,9 @@ models. Two kinds of traffic are timed, interleaved:
 The baseline measured in the same loop is a bare VW ``cb_adf`` prediction on a
 pre-parsed example (the floor any VW-based router pays).
 
-    python benchmarks/bench_decide.py [--n 5000]
+    python benchmarks/bench_decide.py [--n 5000] [--keyed]
+
+``--keyed`` featurizes with a feature key, as the service does (every word hashed).
 """
 
 from __future__ import annotations
@@ -65,7 +67,10 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="timed decisions (default 5000)")
+    parser.add_argument("--keyed", action="store_true",
+                        help="featurize with a feature key, as the service does")
     args = parser.parse_args()
+    key = b"bench feature key" if args.keyed else None
     rng = random.Random(0)
     catalog = Catalog.of(
         ModelSpec(name=f"model-{i}", input_price=0.1 * (i + 1), output_price=0.3 * (i + 1),
@@ -79,7 +84,8 @@ def main() -> None:
     # latencies, enough for every model's per-prompt cost fit to be in use.
     for k in range(2000):
         prompts = workloads["templated" if k % 2 else "one-off"]
-        d = policy.decide(featurize(parse_request(prompt=prompts[k // 2 % len(prompts)])))
+        d = policy.decide(featurize(parse_request(prompt=prompts[k // 2 % len(prompts)]),
+                                    key=key))
         q = rng.random()
         policy.learn(d, reward=q, outcome={"quality": q,
                                            "output_tokens": float(rng.randint(5, 800)),
@@ -87,7 +93,7 @@ def main() -> None:
     fitted = sum(f.n >= MIN_FIT_OBSERVATIONS for f in policy.estimates.output_fit.values())
 
     def established(prompts: list[str]) -> tuple[int, int]:
-        kinds = {kind_of(featurize(parse_request(prompt=p))) for p in prompts}
+        kinds = {kind_of(featurize(parse_request(prompt=p), key=key)) for p in prompts}
         return sum(policy.kinds.counts(k, [])[2] >= policy.config.min_kind_grades
                    for k in kinds), len(kinds)
 
@@ -104,13 +110,14 @@ def main() -> None:
         for name, prompts in workloads.items():
             p = prompts[k % len(prompts)]
             t0 = time.perf_counter()
-            policy.decide(featurize(parse_request(prompt=p)))
+            policy.decide(featurize(parse_request(prompt=p), key=key))
             times[name].append((time.perf_counter() - t0) * 1e6)
         t0 = time.perf_counter()
         ws.predict_one(example)
         times["bare VW"].append((time.perf_counter() - t0) * 1e6)
 
-    print(f"featurize+decide, 2000-char prompt, 11 models, n={args.n} each, "
+    print(f"featurize{' (keyed)' if key else ''}+decide, 2000-char prompt, 11 models, "
+          f"n={args.n} each, "
           f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}, "
           f"per-prompt cost fits in use for {fitted} of 11 models")
     b50, b99 = percentiles(times["bare VW"])

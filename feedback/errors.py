@@ -13,6 +13,15 @@ class StoreError(RouteBanditError):
     """The database could not be reached, migrated or written."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database did not answer (down, locked, out of connections): try again later."""
+
+
+class RecordRefusedError(StoreError):
+    """The database refused one record while it took others: the record was set aside
+    in ``dead_letters`` with the error, and was not stored."""
+
+
 class UnknownDecisionError(StoreError, LookupError):
     """No decision with this id is visible to the caller (also across tenants)."""
 

@@ -60,6 +60,8 @@ class Learner:
         self.last_checkpoint: Checkpoint | None = None
         self.n_learned = 0
         self.n_failed = 0
+        # callable(kind) for each record set aside (the service counts them)
+        self.on_dead_letter: Callable[[str], None] | None = None
 
     @property
     def policy(self) -> Policy:
@@ -110,13 +112,41 @@ class Learner:
             return f"skipped: {item.kind} decision"
         try:
             self.policy.learn(item.decision, item.reward, outcome=item.outcome)
-        except PolicyError as exc:
-            # Recorded in learn_log.error (and counted) so the step is never retried.
+        except Exception as exc:
+            # Whatever a record holds, it costs its own step, never the learner: recorded
+            # in learn_log.error (so the step is never retried), set aside and counted.
             self.n_failed += 1
-            log.warning("feedback %d could not be learned: %s", item.seq, exc)
-            return str(exc)[:500]
+            error = f"{type(exc).__name__}: {exc}"
+            level = logging.WARNING if isinstance(exc, PolicyError) else logging.ERROR
+            log.log(level, "feedback %d could not be learned: %s", item.seq, error,
+                    exc_info=not isinstance(exc, PolicyError))
+            self._set_aside(item, error)
+            return error[:500]
         self.n_learned += 1
         return None
+
+    def skip(self, seq: int, error: str) -> None:
+        """Record feedback ``seq`` as a step that failed (``learn_log.error``), never to be
+        retried: for feedback whose decision cannot even be loaded."""
+        with self._lock:
+            if seq in self._pending_seqs:
+                return
+            self._pending.append((seq, f"skipped: {error}"[:500]))
+            self._pending_seqs.add(seq)
+            self.n_failed += 1
+        if self.on_dead_letter is not None:
+            self.on_dead_letter("feedback")
+
+    def _set_aside(self, item: LearnItem, error: str) -> None:
+        if self.on_dead_letter is not None:
+            self.on_dead_letter("feedback")
+        try:
+            self.store.dead_letter(
+                worker="learner", kind="feedback", ref=None,
+                error=error, record={"feedback_seq": item.seq, "reward": item.reward,
+                                     "kind": item.kind, "model": item.decision.model})
+        except Exception as exc:  # learn_log.error still records it
+            log.error("could not set aside feedback %d: %s", item.seq, exc)
 
     def due(self) -> bool:
         """Whether enough was learned, or long enough ago, to checkpoint now."""

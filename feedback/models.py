@@ -5,7 +5,8 @@ version, reward weights and the compact context needed to learn from it later;
 ``outcomes`` what the upstream call measured; ``feedback`` the scores callers post;
 ``learn_log`` and ``checkpoints`` which feedback the saved policy has learned;
 ``api_keys`` hashed keys bound to tenants; ``catalog_changes`` models added or removed
-at run time. Changing a table means adding an Alembic revision under ``migrations/``.
+at run time; ``meta`` facts every process must agree on (the feature key's
+fingerprint). Changing a table means adding an Alembic revision under ``migrations/``.
 """
 
 from __future__ import annotations
@@ -179,3 +180,32 @@ class RateCounterRow(Base):
     bucket: Mapped[str] = mapped_column(String(160), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
+
+
+class MetaRow(Base):
+    """Facts of the deployment every process must agree on, by name (e.g. the feature
+    key's fingerprint; never a secret)."""
+
+    __tablename__ = "meta"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DeadLetterRow(Base):
+    """A record a background worker could not write or learn, set aside with its error.
+
+    ``record`` is the record as ASCII JSON (whatever it held, it can be stored and read
+    back); ``ref`` the decision it belongs to.
+    """
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    worker: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    ref: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str] = mapped_column(Text)
+    record: Mapped[str] = mapped_column(Text)

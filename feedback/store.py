@@ -8,6 +8,7 @@ place. Driver errors are translated into :class:`~feedback.errors.StoreError`.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,19 +25,32 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import StaticPool
 
 from bandit.decision import Decision
 from bandit.reward import RewardWeights
-from feedback.errors import FeedbackConflictError, StoreError, UnknownDecisionError
+from feedback.errors import (
+    FeedbackConflictError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownDecisionError,
+)
 from feedback.models import (
     ApiKeyRow,
     CatalogChangeRow,
     CheckpointRow,
+    DeadLetterRow,
     DecisionRow,
     FeedbackRow,
     LearnLogRow,
+    MetaRow,
     OutcomeRow,
     utcnow,
 )
@@ -230,6 +244,9 @@ class Store:
             else:
                 with self.engine.connect() as conn:
                     yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailableError(
+                f"database unavailable: {exc.__class__.__name__}: {exc}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {exc.__class__.__name__}: {exc}") from exc
 
@@ -574,11 +591,34 @@ class Store:
                 yield _logged_example(row)
 
     def count(self, what: str) -> int:
-        """Rows in ``decisions``, ``feedback``, ``outcomes`` or ``learn_log``."""
+        """Rows in ``decisions``, ``feedback``, ``outcomes``, ``learn_log`` or
+        ``dead_letters``."""
         table = {"decisions": DecisionRow, "feedback": FeedbackRow, "outcomes": OutcomeRow,
-                 "learn_log": LearnLogRow}[what]
+                 "learn_log": LearnLogRow, "dead_letters": DeadLetterRow}[what]
         with self._conn() as conn:
             return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    # -- records set aside ---------------------------------------------------------------
+    def dead_letter(self, *, worker: str, kind: str, ref: str | None, error: str,
+                    record: Any) -> None:
+        """Set aside a record that ``worker`` could not write or learn, with its error.
+
+        ``record`` is stored as ASCII JSON (values JSON cannot hold as their string), so
+        what the database refused in its own columns still fits here.
+        """
+        text = json.dumps(record, ensure_ascii=True, default=str, sort_keys=True)
+        with self._conn(write=True) as conn:
+            conn.execute(self._insert(DeadLetterRow).values(
+                created_at=utcnow(), worker=worker[:32], kind=kind[:32],
+                ref=None if ref is None else _ascii(ref)[:64], error=_ascii(error)[:4000],
+                record=text))
+
+    def dead_letters(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest records set aside, newest first."""
+        with self._conn() as conn:
+            rows = conn.execute(select(DeadLetterRow).order_by(DeadLetterRow.id.desc())
+                                .limit(limit))
+            return [dict(r._mapping) | {"record": json.loads(r.record)} for r in rows]
 
     # -- learning bookkeeping ----------------------------------------------------------
     def unlearned(self, *, include_forced: bool = True,
@@ -703,6 +743,26 @@ class Store:
             )
         return bool(res.rowcount)
 
+    # -- deployment facts ----------------------------------------------------------------
+    def meta(self, name: str) -> str | None:
+        """The value stored under ``name`` in ``meta``, or ``None``."""
+        with self._conn() as conn:
+            value = conn.execute(select(MetaRow.value).where(MetaRow.name == name)).scalar()
+        return None if value is None else str(value)
+
+    def claim_meta(self, name: str, value: str) -> str:
+        """Store ``value`` under ``name`` unless one is stored; return the stored one.
+
+        The first of several processes starting together wins; the others get its value
+        (to compare with theirs).
+        """
+        with self._conn(write=True) as conn:
+            conn.execute(self._insert(MetaRow).values(name=name, value=value,
+                                                      created_at=utcnow())
+                         .on_conflict_do_nothing(index_elements=["name"]))
+            stored = conn.execute(select(MetaRow.value).where(MetaRow.name == name)).scalar_one()
+        return str(stored)
+
     # -- run-time catalog changes ------------------------------------------------------
     def catalog_changes(self) -> list[tuple[str, dict[str, Any] | None]]:
         """Models added (spec) or removed (None) at run time, oldest change first."""
@@ -809,3 +869,10 @@ def _redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL: show nothing of it
         return "<unparsable URL>"
+
+
+_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")

@@ -19,14 +19,17 @@ transaction on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedback.errors import StoreError
+from feedback.errors import RecordRefusedError, StoreError, StoreUnavailableError
 from feedback.records import FeedbackInput, FeedbackResult, OutcomeRecord, PendingDecision
 from feedback.store import Store
 
@@ -52,6 +55,8 @@ class BatchWriter:
         max_pending: int = 50_000,
         on_flush: Any = None,
         inline: bool | None = None,
+        commit_timeout_s: float = 10.0,
+        on_dead_letter: Callable[[str], None] | None = None,
     ) -> None:
         if not 0 < flush_interval_s <= 1.0:
             raise ValueError("flush_interval_s: must be in (0, 1] seconds")
@@ -79,21 +84,49 @@ class BatchWriter:
         self._stopping = False
         self._flush_lock: asyncio.Lock | None = None
         self.last_error: str | None = None
+        # How long a caller waits for its commit before it is told to come back later.
+        self.commit_timeout_s = commit_timeout_s
+        # callable(kind) for each record set aside (decision, outcome, feedback)
+        self.on_dead_letter = on_dead_letter
+        self.dead_lettered = 0
+        self.restarts = 0
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="routebandit-writer")
+        self._spawn()
 
-    async def stop(self) -> None:
-        """Write everything still buffered, then stop."""
+    def _spawn(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="routebandit-writer")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # _run catches everything a batch can raise; this is the last line: a writer that
+        # died anyway is logged with its traceback and started again, never a silent stop.
+        if self._stopping or task.cancelled() or task.exception() is None:
+            return
+        self.restarts += 1
+        log.error("the decision writer died; restarting it", exc_info=task.exception())
+        self._spawn()
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Write everything still buffered, then stop (giving up after ``timeout_s``)."""
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
         if self._task is not None:
-            await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except asyncio.TimeoutError:
+                log.error("the writer could not write %d decisions and %d operations "
+                          "within %.0f s of shutdown (%s); they are not stored",
+                          len(self._decisions), len(self._ops), timeout_s,
+                          self.last_error or "slow writes")
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
 
     @property
@@ -139,13 +172,20 @@ class BatchWriter:
         return result
 
     async def _submit(self, item: OutcomeRecord | FeedbackInput) -> Any:
-        if self._loop is None or self._wake is None or self._stopping:
-            raise StoreError("the writer is not running")
+        if self._loop is None or self._wake is None or self._stopping or not self.running:
+            raise StoreUnavailableError("the writer is not running")
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._ops.append(_Op(item, fut))
         if isinstance(item, FeedbackInput):  # outcomes wait for the next flush
             self._wake.set()
-        return await fut
+        try:
+            # Shielded: a caller that gives up leaves the operation queued, so it is
+            # still written (and a retry of the same feedback is a duplicate of it).
+            return await asyncio.wait_for(asyncio.shield(fut), self.commit_timeout_s)
+        except asyncio.TimeoutError:
+            raise StoreUnavailableError(
+                f"the database did not confirm within {self.commit_timeout_s:g} s "
+                f"({self.last_error or 'slow writes'})") from None
 
     # -- the writer task ----------------------------------------------------------------
     async def _run(self) -> None:
@@ -156,10 +196,19 @@ class BatchWriter:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            await self.flush()
+            await self._flush_guarded()
             if self._stopping:
-                await self.flush()
+                await self._flush_guarded()
                 return
+
+    async def _flush_guarded(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            # flush() handles what a database can raise; anything else is a bug, and a
+            # bug must cost one batch's attempt, never the writer.
+            log.exception("writing a batch failed unexpectedly; will retry")
+            await asyncio.sleep(self.flush_interval_s)
 
     async def flush(self) -> None:
         """Write one batch of everything buffered so far.
@@ -191,9 +240,8 @@ class BatchWriter:
                 head, decisions = decisions[:INLINE_SLICE], decisions[INLINE_SLICE:]
                 try:
                     self.store.write_batch(rows=[row for _, row in head])
-                except StoreError as exc:
-                    decisions = head + decisions
-                    self._failed(exc, decisions, ops)
+                except Exception as exc:
+                    await self._refused(exc, head + decisions, outcomes, feedback)
                     return
                 self._pending.difference_update(i for i, _ in head)
                 await asyncio.sleep(0)
@@ -205,8 +253,8 @@ class BatchWriter:
         )
         try:
             result = write() if self.inline else await asyncio.to_thread(write)
-        except StoreError as exc:
-            self._failed(exc, decisions, ops)
+        except Exception as exc:
+            await self._refused(exc, decisions, outcomes, feedback)
             return
         self.last_error = None
         self._pending.difference_update(i for i, _ in decisions)
@@ -217,15 +265,95 @@ class BatchWriter:
         if self.on_flush is not None:
             self.on_flush(n_decisions, len(ops), time.perf_counter() - started)
 
-    def _failed(self, exc: StoreError, decisions: list[tuple[str, Any]], ops: list[_Op]) -> None:
+    async def _write(self, **parts: Any) -> Any:
+        if self.inline:
+            return self.store.write_batch(**parts)
+        return await asyncio.to_thread(functools.partial(self.store.write_batch, **parts))
+
+    async def _refused(self, exc: Exception, decisions: list[tuple[str, Any]],
+                       outcomes: list[_Op], feedback: list[_Op]) -> None:
+        """A batch failed: retry it later if the database is away, else find the records
+        it refuses by writing them one at a time, and set those aside."""
+        ops = outcomes + feedback
+        if isinstance(exc, StoreUnavailableError):
+            self._failed(exc, decisions, ops)
+            return
+        log.warning("a batch of %d decisions and %d operations was refused (%s: %s); "
+                    "writing them one at a time", len(decisions), len(ops),
+                    type(exc).__name__, exc)
+        refused: list[tuple[str, str, Any, Exception, _Op | None]] = []
+        stored = 0
+        for i, (decision_id, row) in enumerate(decisions):
+            try:
+                await self._write(rows=[row])
+            except StoreUnavailableError as away:
+                self._failed(away, decisions[i:], ops)
+                return
+            except Exception as bad:
+                refused.append(("decision", decision_id, row, bad, None))
+            else:
+                stored += 1
+                self._pending.discard(decision_id)
+        for op in ops:
+            item = op.item
+            part = "outcomes" if isinstance(item, OutcomeRecord) else "feedback"
+            try:
+                result = await self._write(**{part: [item]})
+            except StoreUnavailableError as away:
+                self._failed(away, [], [o for o in ops if not o.future.done()])
+                return
+            except Exception as bad:
+                refused.append((part.rstrip("s"), item.decision_id,
+                                dataclasses.asdict(item), bad, op))
+            else:
+                stored += 1
+                _resolve(op.future, getattr(result, part)[0])
+        if refused and stored == 0 and len(refused) > 1:
+            # Nothing goes in, one at a time either: the database is at fault, not the
+            # records. Keep them all for the next attempt.
+            self._failed(exc, [(r[1], r[2]) for r in refused if r[0] == "decision"],
+                         [r[4] for r in refused if r[4] is not None])
+            return
+        for kind, decision_id, record, error, waiting in refused:
+            await self._set_aside(kind, decision_id, record, error, waiting)
+
+    async def _set_aside(self, kind: str, decision_id: str, record: Any, exc: Exception,
+                         op: _Op | None) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            await asyncio.to_thread(self.store.dead_letter, worker="writer", kind=kind,
+                                    ref=decision_id, error=error, record=record)
+        except Exception as lost:
+            log.error("could not set aside a refused %s of decision %s (%s); keeping it "
+                      "for the next batch", kind, decision_id, lost)
+            if op is None:
+                self._decisions.appendleft((decision_id, record))
+            else:
+                self._ops.insert(0, op)
+            return
+        self.dead_lettered += 1
+        log.error("the database refused a %s of decision %s; set aside in dead_letters: %s",
+                  kind, decision_id, error)
+        if op is None:
+            self._pending.discard(decision_id)
+        elif not op.future.done():
+            op.future.set_exception(RecordRefusedError(
+                f"{kind}: the database refused it ({type(exc).__name__}); it was set "
+                "aside in dead_letters"))
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(kind)
+
+    def _failed(self, exc: Exception, decisions: list[tuple[str, Any]], ops: list[_Op]) -> None:
         self.last_error = str(exc)
         log.error("write of %d decisions and %d operations failed: %s",
                   len(decisions), len(ops), exc)
         # keep the decisions for the next attempt, in order
         self._decisions.extendleft(reversed(decisions))
+        failure = exc if isinstance(exc, StoreError) else StoreUnavailableError(
+            f"the batch could not be written ({type(exc).__name__})")
         for op in ops:
             if not op.future.done():
-                op.future.set_exception(exc)
+                op.future.set_exception(failure)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

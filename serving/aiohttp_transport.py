@@ -6,16 +6,23 @@ what :class:`serving.upstream.Upstream` uses: httpx's client layer (request and 
 models, cookies, auth and redirect hooks) costs more CPU per call than aiohttp's whole
 request. aiohttp's errors become httpx's here, so :mod:`serving.upstream` still maps one
 family of errors. aiohttp is imported when this transport is used, never at import time.
+
+Given an egress policy (:mod:`serving.egress`), the session resolves names through it, so
+every address connected to is checked after DNS; aiohttp never resolves a literal
+address, so those are checked before sending. Redirects are never followed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
+
+from serving.egress import EgressPolicy
 
 # Hop-by-hop and framing headers aiohttp computes itself.
 _SKIP = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
@@ -91,21 +98,65 @@ class _Body(httpx.AsyncByteStream):
         await self._response.aclose()
 
 
+def _guarded_resolver(egress: EgressPolicy) -> Any:
+    from aiohttp.abc import AbstractResolver, ResolveResult
+
+    class GuardedResolver(AbstractResolver):
+        """Resolves through the egress policy: every address checked, or
+        :class:`~serving.egress.EgressError` (OSError if the name does not resolve)."""
+
+        async def resolve(self, host: str, port: int = 0,
+                          family: socket.AddressFamily = socket.AF_INET,
+                          ) -> list[ResolveResult]:
+            addresses = await asyncio.to_thread(egress.admitted, host, port)
+            out: list[ResolveResult] = []
+            for address in addresses:
+                fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+                if family in (socket.AF_UNSPEC, fam):
+                    out.append(ResolveResult(hostname=host, host=address, port=port,
+                                             family=fam, proto=0,
+                                             flags=socket.AI_NUMERICHOST))
+            if not out:
+                raise OSError(f"{host}: no address of family {family!r}")
+            return out
+
+        async def close(self) -> None:
+            pass
+
+    return GuardedResolver()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """One aiohttp session (made in the running loop on first use)."""
+    """One aiohttp session (made in the running loop on first use); connections are
+    checked against ``egress`` when one is given."""
 
     def __init__(self, *, max_connections: int = 512,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 egress: EgressPolicy | None = None) -> None:
         self._max_connections = max_connections
         self._ssl = ssl_context
+        self._egress = egress
+        self._origins: set[str] = set()  # scheme://host:port already checked
         self._session: Any = None
+
+    def _check(self, url: str) -> None:
+        # aiohttp skips the resolver for a literal address: check it here (raises
+        # EgressError). Names are checked by the resolver, on every connection.
+        if self._egress is None:
+            return
+        end = url.find("/", url.find("//") + 2)
+        origin = url if end < 0 else url[:end]
+        if origin not in self._origins:
+            self._egress.check_url(origin)
+            self._origins.add(origin)
 
     def _open(self) -> Any:
         import aiohttp
 
         if self._session is None:
+            resolver = None if self._egress is None else _guarded_resolver(self._egress)
             connector = aiohttp.TCPConnector(limit=self._max_connections,
-                                             keepalive_timeout=30.0,
+                                             keepalive_timeout=30.0, resolver=resolver,
                                              ssl=self._ssl if self._ssl is not None else True)
             self._session = aiohttp.ClientSession(connector=connector,
                                                   skip_auto_headers=("User-Agent",))
@@ -119,6 +170,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         which the caller closes. Errors are httpx's (``httpx.ConnectError``, ...)."""
         import aiohttp
 
+        self._check(url)
         session = self._open()
         try:
             response = await session.request(method, url, headers=headers, data=content,
@@ -131,6 +183,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         import aiohttp
 
+        self._check(str(request.url))
         session = self._open()
         headers = [(k.decode("latin-1"), v.decode("latin-1"))
                    for k, v in request.headers.raw if k.lower() not in _SKIP]

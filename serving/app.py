@@ -9,6 +9,7 @@ Nothing happens at import time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -27,8 +28,11 @@ from feedback.store import Store
 from feedback.wal import WAL_BACKSTOP_PAGES, WalCheckpointer
 from serving import errors
 from serving.auth import KeyRing
+from serving.browsers import BrowserGuard
 from serving.budget import start_budgets
 from serving.cluster import ClusterSettings, make_learner, start_cluster
+from serving.egress import EgressPolicy, Resolver
+from serving.feature_key import check_feature_key, load_feature_key
 from serving.lane import DirectLane, lane_routes
 from serving.limits import BodyLimit
 from serving.metrics import Metrics
@@ -56,10 +60,15 @@ class Preflight:
     catalog: Catalog
     store: Store
     dev_mode: bool
+    egress: EgressPolicy
+    feature_key: bytes  # the secret words are hashed with (serving/feature_key.py)
 
 
-def preflight(settings: Settings) -> Preflight:
-    """Validate everything the service needs; raise an error naming the bad setting."""
+def preflight(settings: Settings, *, resolver: Resolver | None = None) -> Preflight:
+    """Validate everything the service needs; raise an error naming the bad setting.
+
+    ``resolver`` resolves upstream host names for the egress policy (tests inject one).
+    """
     try:
         catalog = Catalog.load(settings.catalog or example_catalog_path())
     except CatalogError as exc:
@@ -88,7 +97,35 @@ def preflight(settings: Settings) -> Preflight:
             "in development mode, which only binds to 127.0.0.1. Create a key with "
             "`routebandit keys create --tenant NAME` or use --host 127.0.0.1"
         )
-    return Preflight(catalog=catalog, store=store, dev_mode=dev_mode)
+    try:
+        egress = _checked_egress(settings, catalog, dev_mode=dev_mode, resolver=resolver)
+    except SettingsError:
+        store.close()
+        raise
+    try:
+        feature_key = load_feature_key(settings)
+        check_feature_key(store, feature_key)  # the key every process sharing it uses
+    except Exception:
+        store.close()
+        raise
+    return Preflight(catalog=catalog, store=store, dev_mode=dev_mode, egress=egress,
+                     feature_key=feature_key)
+
+
+def _checked_egress(settings: Settings, catalog: Catalog, *, dev_mode: bool,
+                    resolver: Resolver | None) -> EgressPolicy:
+    """The upstream egress policy (serving/egress.py), the file catalog checked by it."""
+    from serving.gateway_settings import gateway_settings_of
+
+    egress = gateway_settings_of(settings).egress(
+        development=dev_mode, database_url=settings.resolved_database_url, resolver=resolver)
+    for i, spec in enumerate(catalog):
+        try:
+            egress.check_model(spec, f"models[{i}]", env=os.environ)
+        except CatalogError as exc:
+            raise SettingsError(f"setting 'catalog' (--catalog / ROUTEBANDIT_CATALOG): "
+                                f"model {spec.name!r}: {exc}") from exc
+    return egress
 
 
 def _policy_factory(settings: Settings, catalog: Catalog) -> Policy:
@@ -106,12 +143,13 @@ def _policy_factory(settings: Settings, catalog: Catalog) -> Policy:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the service for ``settings`` (validated by ``load_settings``)."""
+def create_app(settings: Settings, *, resolver: Resolver | None = None) -> FastAPI:
+    """Build the service for ``settings`` (validated by ``load_settings``); ``resolver``
+    resolves upstream host names for the egress policy (default: the system's)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pre = await asyncio.to_thread(preflight, settings)
+        pre = await asyncio.to_thread(preflight, settings, resolver=resolver)
         cluster = ClusterSettings()
         if pre.dev_mode:
             log.warning(
@@ -127,13 +165,18 @@ def create_app(settings: Settings) -> FastAPI:
             learner=make_learner(settings, pre.store, cluster),
             metrics=Metrics(),
             store_prompts=settings.store_prompts,
+            feature_key=pre.feature_key,
             max_prompt_chars=settings.max_prompt_chars,
             flush_interval_s=settings.flush_interval_ms / 1000.0,
             decision_cache_size=settings.decision_cache_size,
+            commit_timeout_s=settings.commit_timeout_s,
+            shutdown_timeout_s=settings.shutdown_timeout_s,
         )
         app.state.settings = settings
         app.state.service = service
         app.state.keyring = KeyRing(pre.store, dev_mode=pre.dev_mode)
+        app.state.egress = pre.egress  # the gateway's upstream calls use it too
+        service.vet_model = functools.partial(pre.egress.check_model, env=os.environ)
         async with AsyncExitStack() as stack:
             stack.callback(pre.store.close)
             # Before service.start: stops after service.stop, with the writer's last batch.
@@ -164,6 +207,8 @@ def create_app(settings: Settings) -> FastAPI:
     if limits.enabled:  # counters in Redis, the shared PostgreSQL or memory (docs/deploy.md)
         app.add_middleware(RateLimit, settings=limits,
                            counters=lambda: counters_for(limits, app.state.service.store))
+    # Outermost: no web page drives the service, development mode answers only this host.
+    app.add_middleware(BrowserGuard, dev_mode=lambda: _dev_mode(app))
     for module in (route, feedback, decisions, models, policy, health):
         for r in module.router.routes:  # a route's one-line docstring is its summary
             if isinstance(r, APIRoute) and r.summary is None and r.description:
@@ -172,6 +217,11 @@ def create_app(settings: Settings) -> FastAPI:
     body.document(app, (route.RouteIn, feedback.FeedbackIn))  # validated by the routes
     _include_gateway_routes(app)
     return app
+
+
+def _dev_mode(app: FastAPI) -> bool:
+    ring = getattr(app.state, "keyring", None)
+    return ring is not None and bool(ring.dev_mode)
 
 
 def _start_wal_checkpoints(app: FastAPI, settings: Settings, service: RouterService,

@@ -25,10 +25,17 @@ from bandit.errors import (
     RequestError,
     RouteBanditError,
 )
-from feedback.errors import FeedbackConflictError, StoreError, UnknownDecisionError
+from feedback.errors import (
+    FeedbackConflictError,
+    RecordRefusedError,
+    StoreError,
+    UnknownDecisionError,
+)
 
 log = logging.getLogger("routebandit.errors")
 
+#: Seconds a client is asked to wait (``Retry-After``) when the database is unavailable.
+RETRY_AFTER_S = 1
 _FIELD_RE = re.compile(r"^([A-Za-z_][\w.\[\]-]*): ")
 
 
@@ -60,8 +67,27 @@ class BodyTooLargeError(StarletteHTTPException):
         super().__init__(413, f"body: larger than the limit of {limit} bytes")
 
 
+def printable(text: str) -> str:
+    """``text`` as an error body can carry it: a lone surrogate (which no UTF-8 encoder
+    takes) becomes its escape, ``\\ud800``."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(exc: Exception) -> tuple[int, dict[str, Any]]:
     """THE mapping from an exception to ``(status, body)``."""
+    status, body = _error_response(exc)
+    err = body["error"]
+    err["message"] = printable(str(err["message"]))
+    for item in [err, *err.get("errors", ())]:
+        if item.get("field") is not None:
+            item["field"] = printable(str(item["field"]))
+        item["message"] = printable(str(item["message"]))
+    return status, body
+
+
+def _error_response(exc: Exception) -> tuple[int, dict[str, Any]]:
     message = str(exc)
     match = _FIELD_RE.match(message)
     field: str | None = match.group(1) if match else None
@@ -84,8 +110,12 @@ def error_response(exc: Exception) -> tuple[int, dict[str, Any]]:
     elif isinstance(exc, BudgetExceededError):
         status, kind, field = 402, "budget_exceeded", None
         extra = {"retry_after": exc.retry_after}
+    elif isinstance(exc, RecordRefusedError):
+        status, kind = 422, "record_refused"
     elif isinstance(exc, StoreError):
-        status, kind, field, message = 503, "unavailable", None, "the database is unavailable"
+        status, kind, field = 503, "unavailable", None
+        message = "the database is unavailable; try again shortly"
+        extra = {"retry_after": RETRY_AFTER_S}
     elif isinstance(exc, PolicyError):
         status, kind, field = 500, "policy_error", None
     elif isinstance(exc, RequestValidationError):
@@ -151,8 +181,9 @@ def install(app: FastAPI) -> None:
         elif status >= 500:
             log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        if isinstance(exc, BudgetExceededError):
-            headers = {"Retry-After": str(exc.retry_after)}
+        retry = body["error"].get("retry_after")
+        if retry is not None:
+            headers = {"Retry-After": str(retry)}
         return JSONResponse(body, status_code=status, headers=headers)
 
     for cls in (RouteBanditError, RequestValidationError, StarletteHTTPException, Exception):

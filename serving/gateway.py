@@ -24,6 +24,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from bandit.catalog import Catalog, ModelSpec
 from bandit.constraints import eligible_models
 from bandit.decision import Decision
@@ -32,6 +34,7 @@ from bandit.features import estimate_tokens, featurize, parse_request
 from serving.cache import CachedAnswer, ResponseCache, cache_key
 from serving.checks import answer_problem, completion_problem, wants_json
 from serving.cooldown import Cooldown
+from serving.requests import GatewayExtension, check_tenant, plain_text, validation_error
 from serving.upstream import (
     Upstream,
     UpstreamError,
@@ -115,6 +118,8 @@ class GatewayConfig:
     # Outcomes are handed to the router in batches this often (0: each at once): every
     # hand-over commits, and a commit per request competes with the next request.
     outcome_interval_s: float = 0.1
+    # Choices (``n``) one request may ask for: each is a full answer, paid for.
+    max_choices: int = 8
 
 
 class GatewayError(RouteBanditError):
@@ -260,27 +265,38 @@ class Gateway:
         """Answer one Chat Completions request (raises GatewayError / UpstreamRejected)."""
         started = self._clock()
         request = dict(body)
-        ext = request.pop("routebandit", None) or {}
-        if not isinstance(ext, Mapping):
-            raise GatewayError("routebandit: must be an object", status_code=400,
-                               param="routebandit")
+        ext = _extension(request.pop("routebandit", None), tenant)
         requested = request.get("model")
         if not isinstance(requested, str) or not requested:
             raise GatewayError("you must provide a model parameter", status_code=400,
                                param="model", code="missing_model")
+        try:
+            plain_text(requested)
+        except ValueError as exc:
+            raise _invalid(RequestError(f"model: {exc}")) from None
+        if len(requested) > 256:
+            raise _invalid(RequestError("model: at most 256 characters"))
         messages = request.get("messages")
         if not isinstance(messages, list) or not messages:
             raise GatewayError("messages: must be a non-empty list", status_code=400,
                                param="messages")
+        n = request.get("n")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int)
+                              or not 1 <= n <= self.config.max_choices):
+            raise _invalid(RequestError(
+                f"n: must be a whole number from 1 to {self.config.max_choices} (each "
+                "choice is a full answer, paid for; the gateway setting max_choices "
+                "raises the limit)"))
         catalog = self.router.catalog
         profile, forced = self._resolve(requested, catalog)
         stream = bool(request.get("stream"))
         cascade = forced is None and (
-            bool(ext.get("cascade")) or (profile in self.config.cascade_profiles)
+            bool(ext.cascade) or (profile in self.config.cascade_profiles)
         )
         # The key covers the extension and the tenant: a cached answer carries its
         # decision id, which only its own tenant may post feedback on.
-        key = (cache_key({**request, "routebandit": ext, "tenant": tenant})
+        key = (cache_key({**request, "routebandit": ext.model_dump(exclude_none=True),
+                          "tenant": tenant})
                if self.cache is not None else None)
         if key is not None and self.cache is not None:
             hit = self.cache.get(key)
@@ -293,10 +309,11 @@ class Gateway:
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             tools=request.get("tools") or request.get("functions"),
             response_format=request.get("response_format"),
-            metadata=ext.get("metadata") if isinstance(ext.get("metadata"), Mapping) else None,
+            metadata=(None if ext.metadata is None
+                      else ext.metadata.model_dump(exclude_none=True)),
             profile=profile,
-            weights=ext.get("weights"),
-            allow=tuple(ext["models"]) if isinstance(ext.get("models"), list) else None,
+            weights=None if ext.weights is None else ext.weights.model_dump(exclude_none=True),
+            allow=None if ext.models is None else tuple(ext.models),
             tenant=tenant,
             user_key=user_key,
         )
@@ -321,7 +338,7 @@ class Gateway:
         except NoEligibleModelError as exc:
             raise GatewayError(str(exc), status_code=400, code="no_eligible_model") from exc
         except RequestError as exc:
-            raise GatewayError(str(exc), status_code=400) from exc
+            raise _invalid(exc) from exc
         return await self._attempts(request, base, plan, first, kind=kind, cascade=cascade,
                                     stream=stream, started=started, cache_key=key)
 
@@ -626,6 +643,31 @@ class Gateway:
 
         handle = loop.call_later(self.config.default_quality_delay_s, fire)
         self._timers.add(handle)
+
+
+def _invalid(exc: RequestError) -> GatewayError:
+    """A refused field as OpenAI names it: 400, ``param`` the field the message starts with."""
+    message = str(exc)
+    field, sep, _ = message.partition(": ")
+    return GatewayError(message, status_code=400, param=field if sep else None,
+                        code="invalid_value")
+
+
+def _extension(raw: Any, tenant: str | None) -> GatewayExtension:
+    """The request's ``routebandit`` object, validated as ``/v1/route`` validates its own."""
+    if raw is None:
+        return GatewayExtension()
+    if not isinstance(raw, Mapping):
+        raise _invalid(RequestError("routebandit: must be a JSON object"))
+    try:
+        ext = GatewayExtension.model_validate(raw)
+    except ValidationError as exc:
+        raise _invalid(validation_error(exc, "routebandit")) from None
+    try:
+        check_tenant(ext.metadata, tenant, "routebandit.metadata")
+    except RequestError as exc:
+        raise _invalid(exc) from None
+    return ext
 
 
 def _sse(obj: Any) -> bytes:

@@ -7,12 +7,14 @@ environment.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.egress import DEFAULT_KEY_ENVS, EgressPolicy, Resolver, parse_allow, resolve_system
 from serving.gateway import GatewayConfig
+from serving.settings import SettingsError
 from serving.upstream import Timeouts
 
 
@@ -49,6 +51,9 @@ class GatewaySettings(BaseSettings):
     outcome_interval_s: float = Field(
         default=0.1, ge=0, le=5,
         description="Outcomes are recorded in batches this often (0: each at once).")
+    max_choices: int = Field(
+        default=8, ge=1, le=128,
+        description="Largest `n` (choices per request) forwarded; each is a paid answer.")
     max_connections: int = Field(default=512, ge=1,
                                  description="Upstream connection pool size.")
     transport: Literal["httpx", "aiohttp"] = Field(
@@ -57,6 +62,27 @@ class GatewaySettings(BaseSettings):
     client_shards: int = Field(
         default=32, ge=1, le=128,
         description="httpx clients the pool is split across (transport httpx only).")
+    upstream_allow: tuple[str, ...] = Field(
+        default=(),
+        description="Hosts and CIDRs upstreams may be at besides public addresses (e.g. "
+        '["10.0.0.0/8", "vllm.internal"]); a cloud metadata address only if listed exactly.')
+    api_key_envs: tuple[str, ...] = Field(
+        default=DEFAULT_KEY_ENVS,
+        description="Glob patterns of the variables api_key_env may name (never ROUTEBANDIT_*, "
+        "never one holding the database URL).")
+
+    @field_validator("upstream_allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_allow(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("api_key_envs")
+    @classmethod
+    def _key_envs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not p.strip() for p in value):
+            raise ValueError("patterns must be non-empty")
+        return value
 
     def config(self) -> GatewayConfig:
         return GatewayConfig(
@@ -68,7 +94,30 @@ class GatewaySettings(BaseSettings):
             default_quality_delay_s=self.default_quality_delay_s,
             failure_quality=self.failure_quality,
             outcome_interval_s=self.outcome_interval_s,
+            max_choices=self.max_choices,
         )
 
     def timeouts(self) -> Timeouts:
         return Timeouts(connect=self.connect_timeout_s, read=self.read_timeout_s)
+
+    def egress(self, *, development: bool, database_url: str | None,
+               resolver: Resolver | None = None) -> EgressPolicy:
+        """The upstream egress policy (development mode also admits loopback)."""
+        return EgressPolicy(allow=parse_allow(self.upstream_allow), loopback=development,
+                            key_envs=self.api_key_envs, database_url=database_url,
+                            resolver=resolver or resolve_system)
+
+
+def gateway_settings_of(settings: Any) -> GatewaySettings:
+    """``settings.gateway`` if the service settings carry one, else the environment's
+    (an invalid value raises :class:`SettingsError` naming it)."""
+    configured = getattr(settings, "gateway", None)
+    if isinstance(configured, GatewaySettings):
+        return configured
+    try:
+        return GatewaySettings()
+    except ValidationError as exc:
+        raise SettingsError("; ".join(
+            f"setting 'gateway.{'.'.join(map(str, e['loc']))}' (ROUTEBANDIT_GATEWAY_"
+            f"{str(e['loc'][0]).upper() if e['loc'] else ''}): {e['msg']}"
+            for e in exc.errors())) from exc

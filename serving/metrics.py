@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -60,6 +61,15 @@ class Metrics:
             "routebandit_wal_checkpoints", "SQLite WAL checkpoints, by mode and result "
             "(ok, busy, error).", ["mode", "result"], registry=r,
         )
+        self.dead_letters = Counter(
+            "routebandit_dead_letters", "Records a background worker could not write or "
+            "learn, set aside in the dead_letters table, by worker and kind.",
+            ["worker", "kind"], registry=r,
+        )
+        self.worker_restarts = Counter(
+            "routebandit_worker_restarts", "Background workers that died and were "
+            "started again (each also logged with its traceback).", ["worker"], registry=r,
+        )
         self._decision_children: dict[tuple[str, str], Any] = {}
         self._feedback_children: dict[str, Any] = {}
         self._reward_n = 0
@@ -78,6 +88,8 @@ class Metrics:
         child.inc()
 
     def observe_reward(self, value: float) -> None:
+        if not math.isfinite(value):  # never reaches here (rewards are checked); never -Inf
+            return
         self.reward.observe(value)
         self._reward_n += 1
         self._reward_total += value

@@ -24,7 +24,12 @@ from bandit.errors import CatalogError, RequestError
 from bandit.features import featurize, parse_request
 from bandit.policy import Policy
 from bandit.reward import RewardWeights
-from feedback.errors import FeedbackConflictError, StoreError, UnknownDecisionError
+from feedback.errors import (
+    FeedbackConflictError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownDecisionError,
+)
 from feedback.ids import new_decision_id
 from feedback.learner import Learner
 from feedback.models import utcnow
@@ -228,9 +233,12 @@ class RouterService:
         learner: Learner | None = None,
         metrics: Metrics | None = None,
         store_prompts: bool = False,
+        feature_key: bytes | None = None,
         max_prompt_chars: int = 200_000,
         flush_interval_s: float = 0.2,
         decision_cache_size: int = 50_000,
+        commit_timeout_s: float = 10.0,
+        shutdown_timeout_s: float = 30.0,
     ) -> None:
         if default_profile not in profiles:
             raise RequestError(f"default_profile: {default_profile!r} is not a profile")
@@ -241,9 +249,19 @@ class RouterService:
         self._profiles = dict(profiles)
         self.default_profile = default_profile
         self.store_prompts = store_prompts
+        # Words are hashed with it before they are features (bandit.features.featurize),
+        # whatever store_prompts says: one feature space, and no word in what is stored
+        # but the prompt_text column. The app always gives one; None keeps the words.
+        self._feature_key = feature_key
         self.max_prompt_chars = max_prompt_chars
-        self.writer = BatchWriter(store, flush_interval_s=flush_interval_s,
-                                  on_flush=self._on_flush)
+        self.writer = BatchWriter(
+            store, flush_interval_s=flush_interval_s, on_flush=self._on_flush,
+            commit_timeout_s=commit_timeout_s,
+            on_dead_letter=lambda kind: self.metrics.dead_letters.labels("writer", kind).inc())
+        self.learner.on_dead_letter = (
+            lambda kind: self.metrics.dead_letters.labels("learner", kind).inc())
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._stopping = False
         self._recent = _RecentCache(decision_cache_size)
         self._policy: Policy | None = None
         # Set by serving.versioning.VersionManager in shadow or A/B mode: the champion
@@ -257,29 +275,67 @@ class RouterService:
         self.lookup_grace_s = 0.0
         # Spend budgets per tenant (serving/budget.py): shift to cheaper models, then refuse.
         self.budgets: Any = None
+        # Checks a model (and where it came from) before it joins the catalog, raising
+        # CatalogError: the upstream egress policy (serving/egress.py), set by the app.
+        self.vet_model: Callable[[ModelSpec, str], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, make_policy: Callable[[], Policy]) -> None:
         """Apply stored catalog changes, resume the policy, start writer and learner."""
         changes = await asyncio.to_thread(self.store.catalog_changes)
-        self._catalog = apply_changes(self._catalog, changes)
+        # In a thread: vetting a change may resolve its host name.
+        self._catalog = await asyncio.to_thread(apply_changes, self._catalog, changes,
+                                                vet=self.vet_model)
         policy = await asyncio.to_thread(self.learner.resume, make_policy)
         policy.set_catalog(self._catalog)
         self._policy = policy
         self.writer.start()
+        self._stopping = False
         self._learn_q = asyncio.Queue()
+        self._start_learning()
+
+    def _start_learning(self) -> None:
         self._learn_task = asyncio.create_task(self._learn_loop(), name="routebandit-learner")
+        self._learn_task.add_done_callback(self._learning_ended)
+
+    def _learning_ended(self, task: asyncio.Task[None]) -> None:
+        # The loop catches what a batch can raise; a learner that died anyway is logged
+        # with its traceback, counted and started again (feedback queued meanwhile waits
+        # in the queue), never a silent stop.
+        if self._stopping or task.cancelled() or task.exception() is None:
+            return
+        log.error("the learner died; restarting it", exc_info=task.exception())
+        self.metrics.worker_restarts.labels("learner").inc()
+        self._start_learning()
 
     async def stop(self) -> None:
-        """Learn what is queued, write what is buffered, checkpoint."""
+        """Learn what is queued, write what is buffered, checkpoint: within
+        ``shutdown_timeout_s`` each (what is left then is logged, and relearned from the
+        store at the next start)."""
+        self._stopping = True
+        bound = self.shutdown_timeout_s
         if self._learn_q is not None and self._learn_task is not None:
             self._learn_q.put_nowait(None)
-            await self._learn_task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._learn_task), bound)
+            except asyncio.TimeoutError:
+                log.error("the learner did not finish within %.0f s of shutdown (%d "
+                          "feedback queued); they are learned at the next start",
+                          bound, self._learn_q.qsize())
+                self._learn_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._learn_task
             self._learn_task = None
-        await self.writer.stop()
+        await self.writer.stop(timeout_s=bound)
         if self._policy is not None and self.learner.pending:
-            await asyncio.to_thread(self.learner.checkpoint, "shutdown")
-            self.metrics.checkpoints.inc()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self.learner.checkpoint, "shutdown"),
+                                       bound)
+            except (StoreError, asyncio.TimeoutError) as exc:
+                log.error("the shutdown checkpoint failed (%s); the next start relearns "
+                          "from the last one", exc or "timed out")
+            else:
+                self.metrics.checkpoints.inc()
 
     @property
     def ready(self) -> bool:
@@ -349,7 +405,7 @@ class RouterService:
         weights = self.weights_for(request.profile, request.weights)
         if self.budgets is not None:
             weights = self.budgets.apply(tenant, weights)
-        context = featurize(req)
+        context = featurize(req, key=self._feature_key)
         policy = self.policy
         user_key = request.user_key or _meta(request.metadata, "user_key", "user")
         arm: str | None = None
@@ -506,6 +562,8 @@ class RouterService:
     # -- catalog and policy ----------------------------------------------------------------
     async def add_model(self, spec: ModelSpec) -> ModelSpec:
         """Add (or replace) a model; it is scored by its features from its next request."""
+        if self.vet_model is not None:  # may resolve the host name: in a thread
+            await asyncio.to_thread(self.vet_model, spec, "model")
         async with self._catalog_lock:
             catalog = self._catalog.with_model(spec)
             await asyncio.to_thread(self.store.set_catalog_change, spec.name, spec.to_dict())
@@ -556,7 +614,7 @@ class RouterService:
                     continue
                 batch.append(nxt)
             if batch:
-                n = await asyncio.to_thread(self._learn_batch, batch)
+                n = await self._learn_guarded(batch)
                 now = time.perf_counter()
                 for b in batch:
                     self.metrics.learn_lag.observe(now - b.queued)
@@ -565,12 +623,38 @@ class RouterService:
             if self.learner.due():
                 try:
                     await asyncio.to_thread(self.learner.checkpoint, "periodic")
-                except StoreError as exc:
+                except Exception as exc:
                     # Learning goes on in memory; the checkpoint is retried when due again
                     # and a crash meanwhile only means relearning from the last one.
-                    log.error("checkpoint failed, will retry: %s", exc)
+                    log.error("checkpoint failed, will retry: %s", exc,
+                              exc_info=not isinstance(exc, StoreError))
                 else:
                     self.metrics.checkpoints.inc()
+
+    async def _learn_guarded(self, batch: list[_ToLearn]) -> int:
+        """Learn a batch; the database away: retry it; a record that breaks loading:
+        learn the others, one at a time."""
+        while True:
+            try:
+                return await asyncio.to_thread(self._learn_batch, batch)
+            except StoreUnavailableError as exc:
+                if self._stopping:  # the next start learns it from the store
+                    log.error("learning %d feedback at shutdown failed: %s", len(batch), exc)
+                    return 0
+                log.error("learning %d feedback failed, will retry: %s", len(batch), exc)
+                await asyncio.sleep(1.0)
+            except Exception:
+                if len(batch) == 1:
+                    log.exception("feedback %d could not be learned", batch[0].seq)
+                    await asyncio.to_thread(self.learner.skip, batch[0].seq,
+                                            "could not be loaded")
+                    return 0
+                log.exception("a batch of %d feedback failed; learning them one at a time",
+                              len(batch))
+                n = 0
+                for one in batch:
+                    n += await self._learn_guarded([one])
+                return n
 
     def _learn_batch(self, batch: Sequence[_ToLearn]) -> int:
         loaded = self.store.load_decisions([b.decision_id for b in batch])
@@ -590,16 +674,22 @@ class RouterService:
 
 
 def apply_changes(
-    catalog: Catalog, changes: Collection[tuple[str, Mapping[str, Any] | None]]
+    catalog: Catalog, changes: Collection[tuple[str, Mapping[str, Any] | None]],
+    vet: Callable[[ModelSpec, str], None] | None = None,
 ) -> Catalog:
-    """The file catalog with the run-time additions and removals stored in the database."""
+    """The file catalog with the run-time additions and removals stored in the database;
+    an addition ``vet`` refuses (CatalogError) is skipped with a warning."""
     for name, spec in changes:
         if spec is None:
             if name in catalog and len(catalog) > 1:
                 catalog = catalog.without(name)
         else:
+            where = f"catalog_changes[{name}]"
             try:
-                catalog = catalog.with_model(parse_model(spec, f"catalog_changes[{name}]"))
+                model = parse_model(spec, where)
+                if vet is not None:
+                    vet(model, where)
+                catalog = catalog.with_model(model)
             except CatalogError as exc:
                 log.warning("ignoring a stored catalog change: %s", exc)
     return catalog

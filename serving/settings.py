@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -77,7 +78,8 @@ class Settings(BaseSettings):
     """Everything ``routebandit serve`` can be told."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", env_nested_delimiter="__", frozen=True
+        env_prefix=ENV_PREFIX, extra="forbid", env_nested_delimiter="__", frozen=True,
+        hide_input_in_errors=True,  # a rejected feature_key is never echoed
     )
 
     host: str = Field("127.0.0.1", description="Interface to bind.")
@@ -96,6 +98,10 @@ class Settings(BaseSettings):
     profiles: dict[str, Weights] = Field(default_factory=lambda: dict(DEFAULT_PROFILES))
     default_profile: str = Field("balanced", description="Profile used when none is given.")
     store_prompts: bool = Field(False, description="Store raw prompt text with decisions.")
+    feature_key: SecretStr | None = Field(
+        None, description="Secret every word of a prompt is hashed with "
+        "before it becomes a feature (docs/service.md); the same on every process sharing "
+        "the database. Default: a random key kept in <data_dir>/feature.key.")
     flush_interval_ms: int = Field(
         200, ge=1, le=1000, description="Decision write-behind interval (<= 1 s)."
     )
@@ -109,6 +115,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body (413).")
     max_prompt_chars: int = Field(200_000, ge=1, description="Longest prompt (422).")
     decision_cache_size: int = Field(50_000, ge=0, description="Recent decisions in memory.")
+    commit_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Longest a feedback waits for its commit; past "
+        "it the client gets 503 with Retry-After (the feedback stays queued).")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="Longest shutdown waits for the learner, the "
+        "writer and the last checkpoint, each.")
     log_level: str = Field("info", description="Logging level.")
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else SQLite "
@@ -137,6 +149,15 @@ class Settings(BaseSettings):
         choices = _CHOICES[info.field_name or ""]
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    @field_validator("feature_key")
+    @classmethod
+    def _feature_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never shows the value, nor its length.
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters, e.g. 64 random hex digits "
+                             "(python -c 'import secrets; print(secrets.token_hex(32))')")
         return value
 
     @field_validator("log_level")

@@ -7,6 +7,11 @@ variable holding its key (``api_key_env``). httpx's exceptions are translated in
 
 By default (``transport="aiohttp"``) the client's aiohttp transport sends the requests
 itself, skipping httpx's client layer: see :mod:`serving.aiohttp_transport`.
+
+Where calls may go and which variables may hold keys is :mod:`serving.egress`'s policy:
+checked here before each call (scheme, literal addresses, the key variable) and by both
+transports on every new connection, on the addresses actually connected to. Neither
+follows redirects.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
 import certifi
+import httpcore
 import httpx
 
 from bandit.catalog import ModelSpec
 from bandit.errors import RouteBanditError
 from serving.aiohttp_transport import AiohttpTransport
+from serving.egress import EgressError, EgressPolicy, literal_address
 
 # Statuses after which another model may well succeed: rate limits and server faults.
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -63,6 +71,13 @@ class UpstreamConfigError(UpstreamError):
 
     retryable = True
     kind = "config_error"
+
+
+class UpstreamRefused(UpstreamConfigError):
+    """The egress policy refuses the upstream's address (:mod:`serving.egress`): calling
+    the same model again is refused again; another model may do."""
+
+    kind = "egress_refused"
 
 
 class UpstreamStatusError(UpstreamError):
@@ -122,23 +137,78 @@ class _Response(Protocol):
 def new_client(
     *, timeouts: Timeouts | None = None, max_connections: int = 512,
     ssl_context: ssl.SSLContext | None = None, transport: str = "httpx",
+    egress: EgressPolicy | None = None,
 ) -> httpx.AsyncClient:
     """The shared client (the app's lifespan owns and closes it).
 
     ``transport="aiohttp"`` puts the client on :class:`AiohttpTransport`, which
-    :class:`Upstream` then calls directly.
+    :class:`Upstream` then calls directly. Every connection is checked against
+    ``egress`` (default: the strict policy, public addresses only).
     """
+    egress = egress if egress is not None else EgressPolicy()
     limits = httpx.Limits(max_connections=max_connections,
                           max_keepalive_connections=max_connections, keepalive_expiry=30.0)
     options: dict[str, Any] = dict(timeout=(timeouts or Timeouts()).httpx(), limits=limits,
-                                   follow_redirects=False, trust_env=False,
-                                   verify=ssl_context or True)
+                                   follow_redirects=False, trust_env=False)
     if transport == "aiohttp":
-        engine = AiohttpTransport(max_connections=max_connections, ssl_context=ssl_context)
+        engine = AiohttpTransport(max_connections=max_connections, ssl_context=ssl_context,
+                                  egress=egress)
         return AiohttpClient(engine=engine, **options)
     if transport != "httpx":
         raise ValueError(f"transport: must be 'httpx' or 'aiohttp', got {transport!r}")
-    return httpx.AsyncClient(**options)
+    context = ssl_context or httpx.create_ssl_context(trust_env=False)
+    guarded = httpx.AsyncHTTPTransport(verify=context, limits=limits, trust_env=False)
+    # httpx takes no network backend: its pool is rebuilt as httpx builds it, on one
+    # that resolves and checks the host and connects to the checked address.
+    guarded._pool = httpcore.AsyncConnectionPool(
+        ssl_context=context, max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry, network_backend=_GuardedBackend(egress))
+    return httpx.AsyncClient(transport=guarded, **options)
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend behind the egress policy: the host is resolved here,
+    every address checked, and only a checked address is connected to (so a name that
+    resolves elsewhere at call time than at registration is still refused)."""
+
+    def __init__(self, egress: EgressPolicy) -> None:
+        self._egress = egress
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None,
+        local_address: str | None = None, socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            if literal_address(host) is not None:  # nothing to resolve
+                addresses = self._egress.admitted(host, port)
+            else:
+                with anyio.fail_after(timeout):
+                    addresses = await anyio.to_thread.run_sync(
+                        self._egress.admitted, host, port, abandon_on_cancel=True)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
+        except OSError as exc:  # does not resolve
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        error: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address,
+                    socket_options=socket_options)
+            except httpcore.ConnectError as exc:
+                error = exc
+        assert error is not None  # admitted() returns at least one address
+        raise error
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not upstreams")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
 
 
 class AiohttpClient(httpx.AsyncClient):
@@ -148,6 +218,12 @@ class AiohttpClient(httpx.AsyncClient):
     def __init__(self, *, engine: AiohttpTransport, **kwargs: Any) -> None:
         super().__init__(transport=engine, **kwargs)
         self.engine = engine
+
+
+def _refused(exc: EgressError, model: str) -> UpstreamError:
+    if exc.field == "api_key_env":
+        return UpstreamConfigError(f"{model}: api_key_env: {exc}", model=model)
+    return UpstreamRefused(f"{model}: refused: {exc}", model=model)
 
 
 def _translate(exc: httpx.HTTPError, model: str) -> UpstreamError:
@@ -165,7 +241,7 @@ def _translate(exc: httpx.HTTPError, model: str) -> UpstreamError:
 
 def new_clients(
     n: int, *, timeouts: Timeouts | None = None, max_connections: int = 512,
-    transport: str = "httpx",
+    transport: str = "httpx", egress: EgressPolicy | None = None,
 ) -> list[httpx.AsyncClient]:
     """``n`` clients sharing ``max_connections`` and one TLS context (loading the CA
     bundle is the slow part of making a client); see :class:`Upstream` for why. aiohttp's
@@ -173,9 +249,10 @@ def new_clients(
     context = ssl.create_default_context(cafile=certifi.where())
     if transport == "aiohttp":
         return [new_client(timeouts=timeouts, max_connections=max_connections,
-                           ssl_context=context, transport=transport)]
+                           ssl_context=context, transport=transport, egress=egress)]
     per = max(1, max_connections // max(1, n))
-    return [new_client(timeouts=timeouts, max_connections=per, ssl_context=context)
+    return [new_client(timeouts=timeouts, max_connections=per, ssl_context=context,
+                       egress=egress)
             for _ in range(max(1, n))]
 
 
@@ -184,6 +261,9 @@ class Upstream:
 
     ``env`` is the mapping keys are read from (the process environment in production,
     a dict in tests); keys are looked up on each call so a rotated key takes effect.
+    ``egress`` (default: the strict policy) is checked before each call: the key
+    variable's name and value, the URL's scheme and a literal address (aiohttp never
+    resolves those, so its connect-time check would not see them).
 
     Given several clients, each call goes to the least busy one. httpcore's pool scans
     every pooled connection (with a ``poll`` syscall each) on every request, so one
@@ -195,6 +275,7 @@ class Upstream:
         client: httpx.AsyncClient | Sequence[httpx.AsyncClient],
         *,
         env: Mapping[str, str],
+        egress: EgressPolicy | None = None,
         timeouts: Timeouts | None = None,
     ) -> None:
         self._clients = [client] if isinstance(client, httpx.AsyncClient) else list(client)
@@ -204,6 +285,8 @@ class Upstream:
                          for c in self._clients]
         self._busy = [0] * len(self._clients)
         self._env = env
+        self._egress = egress if egress is not None else EgressPolicy()
+        self._urls: dict[str, str] = {}  # base_url -> checked chat URL
         self._timeout = (timeouts or Timeouts()).httpx()
 
     @property
@@ -220,16 +303,23 @@ class Upstream:
         if not spec.base_url:
             raise UpstreamConfigError(f"{spec.name}: the catalog gives it no base_url",
                                       model=spec.name)
+        url = self._urls.get(spec.base_url)
+        try:
+            if url is None:
+                self._egress.check_url(spec.base_url)
+                url = self._urls[spec.base_url] = f"{spec.base_url}/chat/completions"
+            key = self._egress.key(spec.api_key_env, self._env) if spec.api_key_env else None
+        except EgressError as exc:
+            raise _refused(exc, spec.name) from exc
         headers = {"content-type": "application/json", "accept": "application/json"}
         if spec.api_key_env:
-            key = self._env.get(spec.api_key_env)
             if not key:
                 raise UpstreamConfigError(
                     f"{spec.name}: environment variable {spec.api_key_env} is not set",
                     model=spec.name,
                 )
             headers["authorization"] = f"Bearer {key}"
-        return f"{spec.base_url}/chat/completions", headers
+        return url, headers
 
     def _timeout_within(self, seconds: float | None) -> httpx.Timeout:
         if seconds is None:
@@ -271,6 +361,8 @@ class Upstream:
                 await resp.aclose()
         except httpx.HTTPError as exc:
             raise _translate(exc, spec.name) from exc
+        except EgressError as exc:  # refused at connect time
+            raise _refused(exc, spec.name) from exc
         finally:
             self._busy[shard] -= 1
         if resp.status_code >= 400:
@@ -300,8 +392,10 @@ class Upstream:
         shard = self._take()
         try:
             resp = await self._send(shard, url, headers, content, self._timeout_within(within))
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, EgressError) as exc:
             self._busy[shard] -= 1
+            if isinstance(exc, EgressError):  # refused at connect time
+                raise _refused(exc, spec.name) from exc
             raise _translate(exc, spec.name) from exc
         try:
             if resp.status_code >= 400:

@@ -22,6 +22,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
+from serving.browsers import is_json
+
 M = TypeVar("M", bound=BaseModel)
 
 _NOT_AN_OBJECT = {"type": "model_attributes_type", "loc": ("body",),
@@ -36,7 +38,7 @@ async def parse(request: Request, model: type[M]) -> M:
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",),
                                        "msg": "Field required", "input": None}])
-    if not _is_json(request.headers.get("content-type")):
+    if not is_json(request.headers.get("content-type")):
         raise RequestValidationError([{**_NOT_AN_OBJECT, "input": raw}])
     try:
         return model.model_validate_json(raw)
@@ -63,15 +65,6 @@ def _validate_stdlib(raw: bytes, model: type[M]) -> M:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         ) from None
-
-
-def _is_json(content_type: str | None) -> bool:
-    # FastAPI's test: application/json or application/*+json, parameters ignored.
-    if not content_type:
-        return False
-    media = content_type.partition(";")[0].strip().lower()
-    maintype, _, subtype = media.partition("/")
-    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:

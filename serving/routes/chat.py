@@ -7,7 +7,6 @@ that already put a gateway on ``app.state.gateway`` (tests) keeps its own.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,10 +15,12 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from bandit.errors import RouteBanditError
-from serving.errors import BodyTooLargeError
+from bandit.errors import RequestError, RouteBanditError
+from serving.browsers import is_json
+from serving.errors import BodyTooLargeError, printable
 from serving.gateway import Answer, Gateway, GatewayError, StreamAnswer, UpstreamRejected
 from serving.gateway_settings import GatewaySettings
+from serving.requests import loads
 from serving.upstream import Upstream, new_clients
 
 
@@ -35,12 +36,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gs = configured if isinstance(configured, GatewaySettings) else GatewaySettings()
     previous: Gateway | None = getattr(app.state, "gateway", None)
     async with AsyncExitStack() as stack:
+        # The egress policy start-up checked the catalog with (serving/egress.py).
+        egress = getattr(app.state, "egress", None)
         clients = new_clients(gs.client_shards, timeouts=gs.timeouts(),
-                              max_connections=gs.max_connections, transport=gs.transport)
+                              max_connections=gs.max_connections, transport=gs.transport,
+                              egress=egress)
         for client in clients:
             stack.push_async_callback(client.aclose)
         gateway = Gateway(router=service,
-                          upstream=Upstream(clients, env=os.environ, timeouts=gs.timeouts()),
+                          upstream=Upstream(clients, env=os.environ, egress=egress,
+                                            timeouts=gs.timeouts()),
                           config=gs.config())
         stack.push_async_callback(gateway.aclose)
         app.state.gateway = gateway
@@ -61,7 +66,8 @@ def openai_error(status_code: int, message: str, *, type: str = "invalid_request
                  code: str | None = None, param: str | None = None,
                  headers: dict[str, str] | None = None) -> JSONResponse:
     """An error body in OpenAI's format: ``{"error": {message, type, param, code}}``."""
-    return JSONResponse({"error": {"message": message, "type": type, "param": param,
+    return JSONResponse({"error": {"message": printable(message), "type": type,
+                                   "param": None if param is None else printable(param),
                                    "code": code}}, status_code=status_code, headers=headers)
 
 
@@ -105,14 +111,14 @@ async def chat_completions(request: Request) -> Response:
         raw = await request.body()
     except BodyTooLargeError as exc:  # a body streamed past the limit (no Content-Length)
         return openai_error(413, str(exc.detail), code="request_too_large")
+    if not is_json(request.headers.get("content-type")):
+        return openai_error(415, "The request body must be JSON: send the header "
+                            "'Content-Type: application/json'.", code="unsupported_media_type",
+                            param="content-type")
     try:
-        body: Any = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
-        detail = str(exc) if isinstance(exc, _NonFinite) else "not valid UTF-8 JSON"
-        if isinstance(exc, RecursionError):
-            detail = "JSON nested too deeply"
-        return openai_error(400, f"We could not parse the JSON body of your request: "
-                            f"{detail}.", code="invalid_json")
+        body: Any = loads(raw)
+    except RequestError as exc:
+        return _invalid(exc)
     if not isinstance(body, dict):
         return openai_error(400, "The request body must be a JSON object.",
                             code="invalid_json")
@@ -125,6 +131,8 @@ async def chat_completions(request: Request) -> Response:
     except UpstreamRejected as exc:
         return Response(exc.body, status_code=exc.status_code, headers=exc.headers,
                         media_type=exc.headers.get("content-type", "application/json"))
+    except RequestError as exc:  # a field the gateway refused
+        return _invalid(exc)
     except RouteBanditError as exc:  # the service's own (store unavailable, policy, ...)
         return _service_error(exc)
     if isinstance(answer, Answer):
@@ -132,13 +140,11 @@ async def chat_completions(request: Request) -> Response:
     return _EventStream(answer)
 
 
-class _NonFinite(ValueError):
-    pass
-
-
-def _no_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON, and forwarded upstream they would break its parser.
-    raise _NonFinite(f"{name} is not a valid JSON number")
+def _invalid(exc: RequestError) -> JSONResponse:
+    message = str(exc)
+    field, sep, _ = message.partition(": ")
+    return openai_error(400, message, param=field if sep else None,
+                        code="invalid_json" if field == "body" else "invalid_value")
 
 
 class _EventStream(StreamingResponse):

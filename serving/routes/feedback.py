@@ -9,12 +9,15 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.auth import authenticate
+from serving.requests import Tag
 from serving.routes.body import INVALID, DirectRoute, openapi_body, parse
 from serving.service import RouterService
 
 router = APIRouter(tags=["feedback"], route_class=DirectRoute)
 
-NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+# Bounded so that every reward stays a finite number: a million dollars, 11.6 days.
+Cost = Annotated[float, Field(strict=True, ge=0, le=1e6, allow_inf_nan=False)]
+Latency = Annotated[float, Field(strict=True, ge=0, le=1e9, allow_inf_nan=False)]
 Tokens = Annotated[int, Field(strict=True, ge=0, le=100_000_000)]
 
 
@@ -31,17 +34,17 @@ class FeedbackIn(BaseModel):
         },
     )
 
-    decision_id: Annotated[str, Field(min_length=1, max_length=64)]
+    decision_id: Annotated[Tag, Field(min_length=1)]
     score: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)] = Field(
         description="Quality of the answer in [0, 1]."
     )
-    latency_ms: NonNegative | None = None
+    latency_ms: Latency | None = None
     input_tokens: Tokens | None = None
     output_tokens: Tokens | None = None
-    cost_usd: NonNegative | None = Field(
+    cost_usd: Cost | None = Field(
         None, description="Cost of the call; computed from the catalog when tokens are given."
     )
-    source: Annotated[str, Field(max_length=64, pattern="^[^\x00]*$")] | None = Field(
+    source: Tag | None = Field(
         None, description="Who scored it, e.g. `user`, `judge`."
     )
 

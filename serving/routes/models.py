@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Response
 
-from bandit.catalog import parse_model
+from bandit.catalog import ModelSpec, parse_model
 from serving.auth import Principal, authenticate, require_admin
 from serving.dependencies import service_of
 from serving.errors import NotFoundError
@@ -21,6 +21,12 @@ _EXAMPLE = {
 }
 
 
+# What a tenant (non-admin) key sees of a model: never where it lives (base_url, and the
+# host that owned_by would otherwise derive from it) or which variable holds its key.
+_TENANT_FIELDS = ("input_price", "output_price", "context_window", "capabilities",
+                  "latency_ms", "provider")
+
+
 def _entry(spec_dict: dict[str, Any], owner: str) -> dict[str, Any]:
     details = dict(spec_dict)
     name = details.pop("name")
@@ -28,18 +34,26 @@ def _entry(spec_dict: dict[str, Any], owner: str) -> dict[str, Any]:
             "routebandit": details}
 
 
+def _tenant_entry(spec: ModelSpec) -> dict[str, Any]:
+    details = spec.to_dict()
+    shown = {"name": spec.name, **{k: details[k] for k in _TENANT_FIELDS if k in details}}
+    return _entry(shown, spec.provider or "routebandit")
+
+
 @router.get("/v1/models")
 async def list_models(
-    _: Annotated[Principal, Depends(authenticate)],
+    principal: Annotated[Principal, Depends(authenticate)],
     service: Annotated[RouterService, Depends(service_of)],
 ) -> dict[str, Any]:
     """The catalog, plus `auto` and `auto:<profile>`, in OpenAI's model-list format."""
+    # Admin keys (and development mode) see every field; tenant keys what they need.
     data: list[dict[str, Any]] = [
         {"id": "auto", "object": "model", "created": 0, "owned_by": "routebandit"}
     ]
     data += [{"id": f"auto:{p}", "object": "model", "created": 0, "owned_by": "routebandit"}
              for p in service.profiles]
-    data += [_entry(spec.to_dict(), spec.provider_name) for spec in service.catalog]
+    data += [_entry(spec.to_dict(), spec.provider_name) if principal.admin
+             else _tenant_entry(spec) for spec in service.catalog]
     return {"object": "list", "data": data}
 
 

@@ -8,33 +8,20 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from bandit.errors import RequestError
 from serving.auth import authenticate
+from serving.requests import (
+    Content,
+    Metadata,
+    ModelName,
+    Tag,
+    UnicodeTree,
+    WeightsIn,
+    check_tenant,
+)
 from serving.routes.body import INVALID, DirectRoute, openapi_body, parse
 from serving.service import RouteRequest, RouterService
 
 router = APIRouter(tags=["routing"], route_class=DirectRoute)
-
-Weight = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
-
-
-class WeightsIn(BaseModel):
-    """Reward weights overriding the profile's (see docs/service.md)."""
-
-    model_config = ConfigDict(extra="forbid")
-    quality: Weight | None = None
-    cost: Weight | None = None
-    latency: Weight | None = None
-
-
-class Metadata(BaseModel):
-    """Tags: ``tenant`` (development mode only; a key fixes it), ``task``, ``user_key``."""
-
-    model_config = ConfigDict(extra="allow")
-    tenant: Annotated[str, Field(max_length=64)] | None = None
-    task: Annotated[str, Field(max_length=64)] | None = None
-    user_key: Annotated[str, Field(max_length=128)] | None = None
-
 
 class RouteIn(BaseModel):
     model_config = ConfigDict(
@@ -50,19 +37,21 @@ class RouteIn(BaseModel):
         },
     )
 
-    messages: list[dict[str, Any]] | None = Field(
+    messages: Annotated[list[dict[str, Any]], UnicodeTree] | None = Field(
         None, description="OpenAI-style chat messages (give this or `prompt`)."
     )
-    prompt: str | None = Field(None, description="A single user prompt.")
-    models: Annotated[list[str], Field(min_length=1, max_length=256)] | None = Field(
+    prompt: Content | None = Field(None, description="A single user prompt.")
+    models: Annotated[list[ModelName], Field(min_length=1, max_length=256)] | None = Field(
         None, description="Allow-list of catalog models."
     )
     weights: WeightsIn | None = None
-    profile: str | None = Field(None, description="Named reward profile, e.g. `cheap`.")
+    profile: Tag | None = Field(None, description="Named reward profile, e.g. `cheap`.")
     metadata: Metadata | None = None
     max_tokens: Annotated[int, Field(strict=True, ge=1, le=100_000_000)] | None = None
-    tools: list[Any] | None = Field(None, description="Needs a model with tool calling.")
-    response_format: dict[str, Any] | None = Field(None, description="JSON mode needs `json`.")
+    tools: Annotated[list[Any], UnicodeTree] | None = Field(
+        None, description="Needs a model with tool calling.")
+    response_format: Annotated[dict[str, Any], UnicodeTree] | None = Field(
+        None, description="JSON mode needs `json`.")
 
 
 class Ranked(BaseModel):
@@ -105,8 +94,7 @@ async def route(request: Request) -> Response:
     service: RouterService = request.app.state.service
     meta = body.metadata.model_dump(exclude_none=True) if body.metadata else {}
     tenant = principal.tenant
-    if tenant is not None and meta.get("tenant") not in (None, tenant):
-        raise RequestError("metadata.tenant: does not match the API key's tenant")
+    check_tenant(body.metadata, tenant, "metadata")
     weights = body.weights.model_dump(exclude_none=True) if body.weights else None
     decision_id, d = await service.route(
         RouteRequest(

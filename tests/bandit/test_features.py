@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -9,7 +10,16 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bandit.errors import RequestError
-from bandit.features import Context, estimate_tokens, featurize, parse_request, sketch
+from bandit.features import (
+    FEATURE_VERSION,
+    KEYED_FEATURE_VERSION,
+    Context,
+    estimate_tokens,
+    featurize,
+    parse_request,
+    sketch,
+)
+from bandit.kinds import kind_of
 from bandit.vwformat import shared_line
 
 
@@ -156,3 +166,87 @@ def test_the_question_namespace_is_the_last_paragraphs_words(user: str) -> None:
     paragraphs = [p for p in _PARAGRAPH_RE.split(user.strip()) if p.strip()]
     question = paragraphs[-1] if paragraphs else ""
     assert ctx.namespaces["q"] == tuple(_words(question, MAX_QUESTION_WORDS))
+
+
+# -- keyed featurization: no word of the prompt in what is stored ------------------------
+
+KEY = b"a deployment's feature key"
+_HASHED = re.compile(r"~[0-9a-f]{16}")
+_TAG = re.compile(r"(script|lang)=[a-z]+|(len|par)=\d+|(head|qhead|shead)=(~[0-9a-f]{16})?"
+                  r"|(tenant|task)=.*")
+# Words that all start with "zq", which no feature name, tag or hex digest holds: a
+# context holding any of them, or any part of one that starts it, shows "zq".
+_MARKED = st.text(st.characters(categories=["L", "N"]), max_size=12).map(lambda w: "zq" + w)
+_MARKED_TEXT = st.lists(
+    st.tuples(_MARKED, st.sampled_from([" ", "  ", "\n", "\n\n", ", ", "? ", ". ", "\t"])),
+    max_size=500,
+).map(lambda parts: "".join(w + sep for w, sep in parts))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_MARKED_TEXT, _MARKED_TEXT)
+@example(" ".join(f"zqw{i}" for i in range(1000)), "")  # over every cap
+def test_a_keyed_context_holds_no_word_of_the_prompt(user: str, system: str) -> None:
+    req = parse_request(messages=[{"role": "system", "content": system},
+                                  {"role": "user", "content": user}],
+                        metadata={"tenant": "acme", "task": "qa"})
+    ctx = featurize(req, key=KEY)
+    stored = json.dumps(ctx.to_dict())
+    assert "zq" not in stored and "zq" not in shared_line(ctx)
+    for name in ("u", "q", "s"):
+        assert all(_HASHED.fullmatch(t) for t in ctx.namespaces[name])
+        assert list(ctx.namespaces[name]) == sorted(ctx.namespaces[name])  # no word order
+    assert all(_TAG.fullmatch(t) for t in ctx.namespaces["t"])
+    assert {"tenant=acme", "task=qa"} <= set(ctx.namespaces["t"])  # metadata, not prompt
+    # The same features otherwise: sizes, markers, the language hint, the word counts.
+    plain = featurize(req)
+    assert ctx.numeric == plain.numeric and ctx.input_tokens == plain.input_tokens
+    assert [len(ctx.namespaces[n]) for n in "uqst"] == [len(plain.namespaces[n]) for n in "uqst"]
+    assert ctx.dense["e"] == sketch(ctx.namespaces["u"])  # the sketch of what is stored
+    assert Context.from_dict(json.loads(stored)) == ctx
+
+
+def test_keyed_contexts_are_deterministic_per_key_and_differ_across_keys() -> None:
+    req = parse_request(messages=[{"role": "system", "content": "You are terse."},
+                                  {"role": "user", "content": "Is 2 + 2 four?\n\nSay yes."}])
+    a, b, other = featurize(req, key=KEY), featurize(req, key=KEY), featurize(req, key=b"x")
+    assert a == b and a.feature_version == other.feature_version == KEYED_FEATURE_VERSION
+    for name in ("u", "q", "s"):
+        assert not set(a.namespaces[name]) & set(other.namespaces[name])
+    heads = [t for t in a.namespaces["t"] if t.startswith(("head=", "qhead=", "shead="))]
+    assert len(heads) == 3 and not set(heads) & set(other.namespaces["t"])
+    assert a.bigrams == frozenset() and a.tokens("u") == a.namespaces["u"]
+    # The order of the words is not kept: the same words in another order, the same bag.
+    shuffled = featurize(parse_request(prompt="four 2 + 2 Is?"), key=KEY)
+    assert shuffled.namespaces["u"] == featurize(parse_request(prompt="Is 2 + 2 four?"),
+                                                 key=KEY).namespaces["u"]
+    # A long key works (hashed down to BLAKE2b's 64 bytes); an empty one is refused.
+    assert featurize(req, key=b"k" * 100) != featurize(req, key=b"k" * 64)
+    with pytest.raises(ValueError, match="key"):
+        featurize(req, key=b"")
+
+
+def test_without_a_key_the_context_is_unchanged() -> None:
+    req = parse_request(prompt="Write a python function to sort a list.")
+    ctx = featurize(req, key=None)
+    assert ctx == featurize(req) and ctx.feature_version == FEATURE_VERSION
+    assert ctx.namespaces["u"][:3] == ("write", "a", "python") and ctx.bigrams == {"u"}
+    assert "head=write_a_python_function_to_sort" in ctx.namespaces["t"]
+
+
+def test_keyed_kinds_still_group_templated_prompts() -> None:
+    template = "Answer with the letter of the correct choice. Question {}: which is bigger?"
+    kinds = {kind_of(featurize(parse_request(prompt=template.format(i)), key=KEY))
+             for i in range(5)}
+    assert len(kinds) == 1
+    (kind,) = kinds
+    assert kind is not None and re.fullmatch(r"head=~[0-9a-f]{16}", kind)
+    other = kind_of(featurize(parse_request(prompt="Translate this into French: cheese"),
+                              key=KEY))
+    assert other not in (None, kind)
+    system = kind_of(featurize(parse_request(messages=[
+        {"role": "system", "content": "You grade essays"},
+        {"role": "user", "content": template.format(1)}]), key=KEY))
+    assert system is not None and system != kind and kind in system.split("|")
+    assert kind_of(featurize(parse_request(prompt="hi", metadata={"task": "qa"}),
+                             key=KEY)) == "task=qa"

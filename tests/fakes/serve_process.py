@@ -19,7 +19,7 @@ except ImportError:  # run from benchmarks/ as a script
     from server import free_port  # type: ignore[no-redef]
 
 MODELS = {"cheap": (0.1, 0.4), "mid": (1.0, 4.0), "big": (10.0, 40.0)}
-KEY_ENV = "FAKE_UPSTREAM_KEY"
+KEY_ENV = "FAKE_UPSTREAM_API_KEY"
 
 
 def write_catalog(path: Path, base_url: str) -> Path:

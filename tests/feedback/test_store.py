@@ -193,3 +193,10 @@ def test_api_keys_and_catalog_changes(store: Store) -> None:
     store.set_catalog_change("new", {"name": "new", "input_price": 1.0})
     assert store.catalog_changes() == [("small", None), ("new", {"name": "new",
                                                                   "input_price": 1.0})]
+
+
+def test_meta_keeps_the_first_value_claimed(store: Store) -> None:
+    assert store.meta("feature_key_fingerprint") is None
+    assert store.claim_meta("feature_key_fingerprint", "aaaa") == "aaaa"
+    assert store.claim_meta("feature_key_fingerprint", "bbbb") == "aaaa"  # the first wins
+    assert store.meta("feature_key_fingerprint") == "aaaa"

@@ -81,7 +81,7 @@ async def serving(settings: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClie
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://rb") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield app, client
 
 

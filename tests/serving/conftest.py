@@ -51,7 +51,7 @@ async def running(settings: Settings, key: str | None = None) -> AsyncIterator[A
     headers = {"authorization": f"Bearer {key}"} if key else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://routebandit",
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
                                      headers=headers) as client:
             yield Api(client, app.state.service)
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from bandit import Catalog
 from serving.cooldown import Cooldown
+from serving.egress import DEVELOPMENT
 from serving.gateway import Gateway, GatewayConfig
 from serving.routes import chat
 from serving.upstream import Timeouts, Upstream, new_client
@@ -22,7 +23,7 @@ from tests.fakes.stub_router import StubRouter
 
 # name -> (input price, output price) per million tokens
 MODELS = {"cheap": (0.1, 0.4), "mid": (1.0, 4.0), "big": (10.0, 40.0)}
-KEY_ENV = "FAKE_UPSTREAM_KEY"
+KEY_ENV = "FAKE_UPSTREAM_API_KEY"
 KEY = "sk-fake-123"
 
 
@@ -113,11 +114,12 @@ def start_stack(
     transport: str = "httpx",
 ) -> Stack:
     router = StubRouter(catalog_for(fakes), preference=list(preference or []))
-    client = new_client(timeouts=timeouts, transport=transport)
+    # The fakes are on 127.0.0.1: what development mode admits.
+    client = new_client(timeouts=timeouts, transport=transport, egress=DEVELOPMENT)
     clock = FakeClock()
     gateway = Gateway(
         router=router,
-        upstream=Upstream(client, env={KEY_ENV: KEY}, timeouts=timeouts),
+        upstream=Upstream(client, env={KEY_ENV: KEY}, egress=DEVELOPMENT, timeouts=timeouts),
         config=config or GatewayConfig(),
         cooldown=Cooldown(failures=cooldown[0], seconds=cooldown[1], clock=clock),
     )

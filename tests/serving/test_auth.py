@@ -15,6 +15,13 @@ from serving.settings import Settings, SettingsError
 from tests.serving.conftest import Api, running, service_settings
 
 
+@pytest.fixture(autouse=True)
+def _loopback_upstreams(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With API keys (not development mode) only listed non-public upstreams are admitted,
+    # and the example catalog's local-qwen is on 127.0.0.1 (docs/deploy.md).
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+
+
 @dataclass
 class Tenants:
     acme: Api

@@ -24,7 +24,7 @@ def _app() -> FastAPI:
 
 async def _post(path: str, size: int) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()),
-                                 base_url="http://routebandit") as client:
+                                 base_url="http://127.0.0.1") as client:
         return await client.post(path, content=b" " * size,
                                  headers={"content-type": "application/json"})
 

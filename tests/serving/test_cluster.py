@@ -72,7 +72,9 @@ def _traffic(procs: list[ServeProcess], n: int, offset: int = 0) -> None:
 def test_one_learner_followers_and_takeover(tmp_path: Path, pg_url: str) -> None:
     env = {"ROUTEBANDIT_CLUSTER_ENABLED": "1", "ROUTEBANDIT_CLUSTER_POLL_S": str(POLL_S),
            "ROUTEBANDIT_CHECKPOINT_INTERVAL_S": str(CHECKPOINT_S),
-           "ROUTEBANDIT_POLICY_VERSIONS": "false", "ROUTEBANDIT_FLUSH_INTERVAL_MS": "20"}
+           "ROUTEBANDIT_POLICY_VERSIONS": "false", "ROUTEBANDIT_FLUSH_INTERVAL_MS": "20",
+           # One feature key for all (each data directory would make its own).
+           "ROUTEBANDIT_FEATURE_KEY": "cluster test feature key, shared"}
     procs = [ServeProcess(tmp_path / f"p{i}", env=env, args=("--database-url", pg_url))
              for i in range(3)]
     _PROCS[:] = procs

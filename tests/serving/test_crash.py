@@ -179,8 +179,10 @@ def _outage(server: ServeProcess, proxy: TcpProxy) -> None:
         r = http.post("/v1/feedback", json={"decision_id": before["decision_id"],
                                             "score": 0.5})
         assert r.status_code == 503, r.text
-        assert r.json()["error"] == {"type": "unavailable", "field": None,
-                                     "message": "the database is unavailable"}
+        assert r.json()["error"] == {"type": "unavailable", "field": None, "retry_after": 1,
+                                     "message": "the database is unavailable; try again "
+                                                "shortly"}
+        assert r.headers["retry-after"] == "1"
         assert time.monotonic() - started < 5, "a clean 503, not a hang"
         assert http.get("/readyz").status_code == 503
         # Routing goes on from memory; its decisions wait in the write buffer.

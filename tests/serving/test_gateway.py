@@ -178,7 +178,8 @@ def test_broken_stream_ends_with_error_and_is_recorded(stack: Stack) -> None:
         ({"model": "auto:nope", "messages": MESSAGES}, 404, "model_not_found", "model"),
         ({"messages": MESSAGES}, 400, "missing_model", "model"),
         ({"model": "auto", "messages": []}, 400, None, "messages"),
-        ({"model": "auto", "messages": [{"role": "robot", "content": "x"}]}, 400, None, None),
+        ({"model": "auto", "messages": [{"role": "robot", "content": "x"}]}, 400,
+         "invalid_value", "messages[0].role"),
     ],
     ids=["unknown-model", "unknown-profile", "no-model", "no-messages", "bad-role"],
 )
@@ -192,8 +193,13 @@ def test_errors_in_openai_format(stack: Stack, body: dict[str, object], status: 
 
 
 def test_invalid_json_body(stack: Stack) -> None:
-    r = httpx.post(f"{stack.base_url}/chat/completions", content=b"{nope", timeout=10)
+    r = httpx.post(f"{stack.base_url}/chat/completions", content=b"{nope", timeout=10,
+                   headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert r.json()["error"]["param"] == "body"
+    untyped = httpx.post(f"{stack.base_url}/chat/completions", content=b"{}", timeout=10)
+    assert untyped.status_code == 415
+    assert untyped.json()["error"]["code"] == "unsupported_media_type"
 
 
 def test_sdk_raises_not_found_for_unknown_model(stack: Stack) -> None:
@@ -239,6 +245,7 @@ def test_default_quality_is_applied_after_delay(fakes: dict[str, FakeUpstream]) 
 async def test_a_stream_never_started_is_recorded_and_closed(
     fakes: dict[str, FakeUpstream],
 ) -> None:
+    from serving.egress import DEVELOPMENT
     from serving.gateway import Gateway, StreamAnswer
     from serving.upstream import Upstream, new_client
     from tests.fakes.stub_router import StubRouter
@@ -247,8 +254,9 @@ async def test_a_stream_never_started_is_recorded_and_closed(
     for fake in fakes.values():
         reset(fake)
     router = StubRouter(catalog_for(fakes))
-    client = new_client()
-    gateway = Gateway(router=router, upstream=Upstream(client, env={KEY_ENV: KEY}))
+    client = new_client(egress=DEVELOPMENT)  # the fakes are on 127.0.0.1
+    gateway = Gateway(router=router,
+                      upstream=Upstream(client, env={KEY_ENV: KEY}, egress=DEVELOPMENT))
     answer = await gateway.chat({"model": "auto", "messages": MESSAGES, "stream": True})
     assert isinstance(answer, StreamAnswer)
     answer.abandon()  # the client left before the body started
@@ -276,6 +284,7 @@ def test_compressed_answers_are_decoded(fakes: dict[str, FakeUpstream], transpor
 
 
 async def test_outcomes_are_handed_over_in_batches(fakes: dict[str, FakeUpstream]) -> None:
+    from serving.egress import DEVELOPMENT
     from serving.gateway import Answer, Gateway
     from serving.upstream import Upstream, new_client
     from tests.fakes.stub_router import StubRouter
@@ -284,8 +293,9 @@ async def test_outcomes_are_handed_over_in_batches(fakes: dict[str, FakeUpstream
     for fake in fakes.values():
         reset(fake)
     router = StubRouter(catalog_for(fakes))
-    client = new_client(transport="aiohttp")
-    gateway = Gateway(router=router, upstream=Upstream(client, env={KEY_ENV: KEY}),
+    client = new_client(transport="aiohttp", egress=DEVELOPMENT)  # fakes on 127.0.0.1
+    gateway = Gateway(router=router,
+                      upstream=Upstream(client, env={KEY_ENV: KEY}, egress=DEVELOPMENT),
                       config=GatewayConfig(outcome_interval_s=5.0))
     try:
         for _ in range(3):

@@ -84,6 +84,8 @@ def _app(fakes: dict[str, FakeUpstream], tmp_path: Path, monkeypatch: pytest.Mon
         store = Store(settings.resolved_database_url)
         key, _ = create_key(store, tenant="acme")
         store.close()
+        # Not development mode: fakes on 127.0.0.1 are admitted only when listed.
+        monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
     server = ServerThread(create_app(settings))
     server.start()
     a = App(server, key)

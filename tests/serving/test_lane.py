@@ -24,6 +24,13 @@ from serving.settings import Settings
 from tests.serving.conftest import service_settings
 
 
+@pytest.fixture(autouse=True)
+def _loopback_upstreams(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With API keys (not development mode) only listed non-public upstreams are admitted,
+    # and the example catalog's local-qwen is on 127.0.0.1 (docs/deploy.md).
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+
+
 def _without_lane(app: FastAPI) -> FastAPI:
     app.user_middleware = [m for m in app.user_middleware if m.cls is not DirectLane]
     return app
@@ -39,7 +46,7 @@ async def _client(settings: Settings, *, lane: bool, key: str | None = None,
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False,
                                         root_path=root_path)
-        async with httpx.AsyncClient(transport=transport, base_url="http://rb",
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
                                      headers=headers) as client:
             yield client
 
@@ -87,8 +94,9 @@ async def test_the_lane_answers_as_the_router_does(tmp_path: Path, db_url: str,
     for lane in (True, False):  # two services, the same seed: the same decisions
         directory = tmp_path / f"lane-{lane}"
         directory.mkdir()
+        # One feature key: on PostgreSQL both services share a database.
         settings = service_settings(directory, _own_db(db_url, directory),
-                                    max_body_bytes=2048)
+                                    max_body_bytes=2048, feature_key="lane test feature key")
         key = None
         if keyed:
             store = Store(settings.resolved_database_url)
@@ -159,7 +167,7 @@ async def test_the_lane_serves_its_routes_and_sets_the_scope(tmp_path: Path, db_
     app.add_middleware(Spy)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://rb") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             r = await client.post("/v1/route", json={"prompt": "Reverse a list"})
             assert r.status_code == 200
     assert seen[-1]["route"].path == "/v1/route"

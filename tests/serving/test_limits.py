@@ -20,6 +20,13 @@ from tests.serving.conftest import Api, running, service_settings
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
+@pytest.fixture(autouse=True)
+def _loopback_upstreams(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With API keys (not development mode) only listed non-public upstreams are admitted,
+    # and the example catalog's local-qwen is on 127.0.0.1 (docs/deploy.md).
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+
+
 def _keys(settings: Settings, *tenants: str) -> list[str]:
     store = Store(settings.resolved_database_url)
     try:
@@ -40,7 +47,7 @@ async def _clients(settings: Settings, keys: list[str],
             await stack.enter_async_context(app.router.lifespan_context(app))
             for key in keys:
                 clients.append(await stack.enter_async_context(httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://routebandit",
+                    transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
                     headers={"authorization": f"Bearer {key}"})))
         yield clients
 

@@ -71,3 +71,35 @@ async def test_the_last_model_cannot_be_removed(api: Api) -> None:
         assert (await api.client.delete(f"/v1/models/{name}")).status_code == 204
     r = await api.client.delete(f"/v1/models/{names[-1]}")
     assert r.status_code == 422
+
+
+async def test_tenant_keys_see_what_tenants_need(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feedback.store import Store
+    from serving.auth import create_key
+
+    # The example catalog's local-qwen is on 127.0.0.1: admitted with keys only if listed.
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+    store = Store(settings.resolved_database_url)
+    tenant, _ = create_key(store, tenant="acme")
+    admin, _ = create_key(store, tenant="ops", admin=True)
+    store.close()
+    seen = {}
+    for who, key in (("tenant", tenant), ("admin", admin)):
+        async with running(settings, key) as api:
+            r = await api.client.get("/v1/models")
+            assert r.status_code == 200, r.text
+            seen[who] = {m["id"]: m for m in r.json()["data"]}
+    gpt = seen["tenant"]["gpt-4o"]
+    assert gpt["routebandit"] == {"input_price": 2.5, "output_price": 10.0,
+                                  "context_window": 128000, "latency_ms": 1500.0,
+                                  "capabilities": ["json", "tools", "vision"]}
+    assert gpt["owned_by"] == "routebandit"  # not the host of its base_url
+    assert seen["tenant"]["local-qwen"]["owned_by"] == "ollama"  # an explicit provider
+    assert not any("base_url" in m.get("routebandit", {}) or "api_key_env" in m.get(
+        "routebandit", {}) for m in seen["tenant"].values())
+    assert seen["admin"]["gpt-4o"]["routebandit"]["base_url"] == "https://api.openai.com/v1"
+    assert seen["admin"]["gpt-4o"]["routebandit"]["api_key_env"] == "OPENAI_API_KEY"
+    assert seen["admin"]["gpt-4o"]["owned_by"] == "api.openai.com"
+    assert set(seen["tenant"]) == set(seen["admin"])

@@ -44,7 +44,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
 async def _route_spans(app: FastAPI, exporter: InMemorySpanExporter) -> list[str]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://rb") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             r = await client.post("/v1/route", json={"prompt": "Reverse a list"})
             assert r.status_code == 200, r.text
     return [s.name for s in exporter.get_finished_spans()]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bandit import FEATURE_VERSION, Catalog, example_catalog_path
+from bandit import KEYED_FEATURE_VERSION, Catalog, example_catalog_path
 from serving.routes.route import RouteOut
 from tests.serving.conftest import Api, running, service_settings
 
@@ -26,7 +26,7 @@ async def test_route_returns_a_logged_decision(api: Api) -> None:
     assert sum(ranking.values()) == pytest.approx(1.0)
     assert out["probability"] == pytest.approx(ranking[out["model"]])
     assert (out["policy_version"], out["feature_version"], out["kind"]) == (
-        "local", FEATURE_VERSION, "policy")
+        "local", KEYED_FEATURE_VERSION, "policy")  # the service hashes every word
     audit = (await api.client.get(f"/v1/decisions/{out['decision_id']}")).json()
     assert (audit["model"], audit["task"], audit["user_key"]) == (out["model"], "explain", "u-7")
     assert audit["prompt_text"] is None  # raw prompts are not stored by default

@@ -19,7 +19,7 @@ from serving.upstream import (
     UpstreamTimeout,
 )
 
-SPEC = ModelSpec(name="m", base_url="http://up.test/v1", api_key_env="UP_KEY",
+SPEC = ModelSpec(name="m", base_url="http://up.test/v1", api_key_env="UP_API_KEY",
                  upstream_model="m-wire")
 OK = {"id": "x", "object": "chat.completion", "choices": []}
 
@@ -27,7 +27,7 @@ OK = {"id": "x", "object": "chat.completion", "choices": []}
 def upstream(handler: Callable[[httpx.Request], httpx.Response],
              env: dict[str, str] | None = None) -> Upstream:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return Upstream(client, env={"UP_KEY": "sk-1"} if env is None else env)
+    return Upstream(client, env={"UP_API_KEY": "sk-1"} if env is None else env)
 
 
 async def test_complete_sends_key_and_body() -> None:
@@ -83,7 +83,7 @@ async def test_errors_are_translated_once(
 
 @pytest.mark.parametrize(
     ("spec", "env"),
-    [(SPEC, {}), (ModelSpec(name="m"), {"UP_KEY": "k"})],
+    [(SPEC, {}), (ModelSpec(name="m"), {"UP_API_KEY": "k"})],
     ids=["key-unset", "no-base-url"],
 )
 async def test_config_errors(spec: ModelSpec, env: dict[str, str]) -> None:
@@ -123,7 +123,7 @@ async def test_stream_error_status_raises_before_events() -> None:
 async def test_calls_go_to_the_least_busy_client() -> None:
     clients = [httpx.AsyncClient(transport=httpx.MockTransport(
         lambda r: httpx.Response(200, json=OK))) for _ in range(3)]
-    up = Upstream(clients, env={"UP_KEY": "k"})
+    up = Upstream(clients, env={"UP_API_KEY": "k"})
     assert [up._take() for _ in range(4)] == [0, 1, 2, 0]
     for c in clients:
         await c.aclose()
