@@ -6,16 +6,22 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 from fastapi import FastAPI
 
 from bandit import Catalog
+from feedback.store import Store
+from serving.app import create_app
+from serving.auth import create_key
 from serving.cooldown import Cooldown
 from serving.egress import DEVELOPMENT
 from serving.gateway import Gateway, GatewayConfig
 from serving.routes import chat
+from serving.settings import load_settings
 from serving.upstream import Timeouts, Upstream, new_client
 from tests.fakes.fake_upstream import Behavior, FakeUpstream, Log
 from tests.fakes.server import ServerThread
@@ -34,6 +40,43 @@ def catalog_for(fakes: dict[str, FakeUpstream]) -> Catalog:
          "capabilities": ["json", "tools"]}
         for name, (p_in, p_out) in MODELS.items()
     ]})
+
+
+def write_catalog_file(path: Path, fakes: dict[str, FakeUpstream]) -> Path:
+    """The catalog of ``catalog_for(fakes)`` as the YAML file a service reads."""
+    lines = ["models:"]
+    for name, (p_in, p_out) in MODELS.items():
+        lines.append(f"  - {{name: {name}, base_url: '{fakes[name].base_url}', "
+                     f"api_key_env: {KEY_ENV}, upstream_model: {name}-wire, "
+                     f"input_price: {p_in}, output_price: {p_out}}}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def serve_app(fakes: dict[str, FakeUpstream], tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch, *, with_key: bool,
+              **overrides: Any) -> Iterator[tuple[ServerThread, str | None]]:
+    """The real app over HTTP in front of ``fakes`` (reset), with an API key for tenant
+    ``acme`` or in development mode; yields the server and the key."""
+    for fake in fakes.values():
+        reset(fake)
+    write_catalog_file(tmp_path / "catalog.yaml", fakes)
+    monkeypatch.setenv(KEY_ENV, KEY)  # the catalog names this variable for the upstream key
+    settings = load_settings(catalog=str(tmp_path / "catalog.yaml"), data_dir=str(tmp_path),
+                             flush_interval_ms=10, **overrides)
+    key: str | None = None
+    if with_key:
+        store = Store(settings.resolved_database_url)
+        key, _ = create_key(store, tenant="acme")
+        store.close()
+        # Not development mode: fakes on 127.0.0.1 are admitted only when listed.
+        monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+    server = ServerThread(create_app(settings))
+    server.start()
+    try:
+        yield server, key
+    finally:
+        server.stop()
 
 
 def reset(fake: FakeUpstream) -> None:

@@ -31,7 +31,7 @@ from serving.feature_key import FINGERPRINT, KEY_FILE, load_feature_key
 from serving.settings import SettingsError
 from tests.fakes.fake_upstream import FakeUpstream
 from tests.serving.conftest import Api, running, service_settings
-from tests.serving.gateway_stack import MODELS, started_fakes
+from tests.serving.gateway_stack import started_fakes, write_catalog_file
 
 # Words that no feature name, setting, model name or schema holds ("unique" is in the
 # schema, "token" in feature names: planted, but not looked for).
@@ -89,12 +89,7 @@ def fakes() -> Iterator[dict[str, FakeUpstream]]:
 
 def _settings(tmp_path: Path, db_url: str, fakes: dict[str, FakeUpstream],
               monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> Any:
-    lines = ["models:"]
-    for name, (p_in, p_out) in MODELS.items():
-        lines.append(f"  - {{name: {name}, base_url: '{fakes[name].base_url}', "
-                     f"api_key_env: {KEY_ENV}, upstream_model: {name}-wire, "
-                     f"input_price: {p_in}, output_price: {p_out}}}")
-    (tmp_path / "catalog.yaml").write_text("\n".join(lines) + "\n")
+    write_catalog_file(tmp_path / "catalog.yaml", fakes)
     monkeypatch.setenv(KEY_ENV, "sk-fake")
     return service_settings(tmp_path, db_url, catalog=str(tmp_path / "catalog.yaml"),
                             policy_versions=False, **overrides)

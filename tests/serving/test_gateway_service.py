@@ -10,13 +10,15 @@ import httpx
 import openai
 import pytest
 
-from feedback.store import Store
-from serving.app import create_app
-from serving.auth import create_key
-from serving.settings import load_settings
 from tests.fakes.fake_upstream import FakeUpstream
 from tests.fakes.server import ServerThread
-from tests.serving.gateway_stack import KEY, KEY_ENV, MODELS, reset, started_fakes, wait_until
+from tests.serving.gateway_stack import (
+    KEY,
+    MODELS,
+    serve_app,
+    started_fakes,
+    wait_until,
+)
 
 MESSAGES = [{"role": "user", "content": "Write one sentence about foxes"}]
 
@@ -68,31 +70,11 @@ def dev_app(fakes: dict[str, FakeUpstream], tmp_path: Path,
 
 def _app(fakes: dict[str, FakeUpstream], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
          *, with_key: bool) -> Iterator[App]:
-    for fake in fakes.values():
-        reset(fake)
-    lines = ["models:"]
-    for name, (p_in, p_out) in MODELS.items():
-        lines.append(f"  - {{name: {name}, base_url: '{fakes[name].base_url}', "
-                     f"api_key_env: {KEY_ENV}, upstream_model: {name}-wire, "
-                     f"input_price: {p_in}, output_price: {p_out}}}")
-    (tmp_path / "catalog.yaml").write_text("\n".join(lines) + "\n")
-    monkeypatch.setenv(KEY_ENV, KEY)  # the catalog names this variable for the upstream key
-    settings = load_settings(catalog=str(tmp_path / "catalog.yaml"), data_dir=str(tmp_path),
-                             flush_interval_ms=10)
-    key = "sk-anything"  # development mode: whatever the SDK sends
-    if with_key:
-        store = Store(settings.resolved_database_url)
-        key, _ = create_key(store, tenant="acme")
-        store.close()
-        # Not development mode: fakes on 127.0.0.1 are admitted only when listed.
-        monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
-    server = ServerThread(create_app(settings))
-    server.start()
-    a = App(server, key)
-    yield a
-    a.sdk.close()
-    a.http.close()
-    server.stop()
+    for server, key in serve_app(fakes, tmp_path, monkeypatch, with_key=with_key):
+        a = App(server, key or "sk-anything")  # development mode: whatever the SDK sends
+        yield a
+        a.sdk.close()
+        a.http.close()
 
 
 def test_routed_call_is_logged_with_its_outcome(app: App, fakes: dict[str, FakeUpstream]) -> None:

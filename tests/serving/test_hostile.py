@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from feedback.store import Store
-from serving.app import create_app
-from serving.auth import create_key
-from serving.settings import load_settings
 from tests.fakes.fake_upstream import FakeUpstream
 from tests.fakes.server import ServerThread
 from tests.serving.conftest import running, service_settings
-from tests.serving.gateway_stack import KEY, KEY_ENV, MODELS, reset, started_fakes
+from tests.serving.gateway_stack import (
+    KEY,
+    serve_app,
+    started_fakes,
+)
 
 MESSAGES = [{"role": "user", "content": "x"}]
 JSON = {"content-type": "application/json"}
@@ -61,29 +61,11 @@ class Served:
 
 def _serve(fakes: dict[str, FakeUpstream], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
            *, with_key: bool, **overrides: Any) -> Iterator[Served]:
-    for fake in fakes.values():
-        reset(fake)
-    lines = ["models:"]
-    for name, (p_in, p_out) in MODELS.items():
-        lines.append(f"  - {{name: {name}, base_url: '{fakes[name].base_url}', "
-                     f"api_key_env: {KEY_ENV}, upstream_model: {name}-wire, "
-                     f"input_price: {p_in}, output_price: {p_out}}}")
-    (tmp_path / "catalog.yaml").write_text("\n".join(lines) + "\n")
-    monkeypatch.setenv(KEY_ENV, KEY)
-    settings = load_settings(catalog=str(tmp_path / "catalog.yaml"), data_dir=str(tmp_path),
-                             flush_interval_ms=10, **overrides)
-    key: str | None = None
-    if with_key:
-        store = Store(settings.resolved_database_url)
-        key, _ = create_key(store, tenant="acme")
-        store.close()
-        monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
-    server = ServerThread(create_app(settings))
-    server.start()
-    served = Served(server, key)
-    yield served
-    served.http.close()
-    server.stop()
+    for server, key in serve_app(fakes, tmp_path, monkeypatch, with_key=with_key,
+                                 **overrides):
+        served = Served(server, key)
+        yield served
+        served.http.close()
 
 
 @pytest.fixture
