@@ -33,6 +33,7 @@ _FIELDS = (
     "provider",
     "latency_ms",
     "upstream_model",
+    "first_byte_timeout_s",
 )
 
 
@@ -42,6 +43,8 @@ class ModelSpec:
 
     Prices are USD per million tokens. ``latency_ms`` is an optional prior for the
     latency of a typical call, used until the router has measured the model itself.
+    ``first_byte_timeout_s`` overrides the gateway's wait for a stream's first chunk
+    (a reasoning model may think for a minute before it sends one).
 
     >>> spec = ModelSpec(name="small", input_price=0.15, output_price=0.6)
     >>> round(spec.call_cost_usd(input_tokens=1000, output_tokens=500), 6)
@@ -60,6 +63,7 @@ class ModelSpec:
     provider: str | None = None
     latency_ms: float | None = None
     upstream_model: str | None = None
+    first_byte_timeout_s: float | None = None
 
     @property
     def provider_name(self) -> str:
@@ -145,6 +149,9 @@ def parse_model(raw: Any, where: str = "model") -> ModelSpec:
             f"{where}.base_url: must start with http:// or https://, got {base_url!r}"
         )
     latency = raw.get("latency_ms")
+    first_byte = raw.get("first_byte_timeout_s")
+    if first_byte is not None and _number(first_byte, f"{where}.first_byte_timeout_s") <= 0:
+        raise CatalogError(f"{where}.first_byte_timeout_s: must be > 0, got {first_byte!r}")
     return ModelSpec(
         name=name,
         base_url=base_url.rstrip("/") if base_url else None,
@@ -159,6 +166,7 @@ def parse_model(raw: Any, where: str = "model") -> ModelSpec:
         provider=_optional_str(raw.get("provider"), f"{where}.provider"),
         latency_ms=None if latency is None else _number(latency, f"{where}.latency_ms"),
         upstream_model=_optional_str(raw.get("upstream_model"), f"{where}.upstream_model"),
+        first_byte_timeout_s=None if first_byte is None else float(first_byte),
     )
 
 

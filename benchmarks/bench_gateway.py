@@ -236,6 +236,8 @@ def start_gateway(upstream: str, workdir: str, transport: str | None) -> Proc:
                                                        os.environ.get("PYTHONPATH")]))}
     if transport is not None:  # else the gateway's default
         env["ROUTEBANDIT_GATEWAY_TRANSPORT"] = transport
+    # With API keys the egress policy admits public upstreams only: the fake is local.
+    env["ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW"] = '["127.0.0.1"]'
     return Proc("gateway", args, port, "/", env=env)
 
 

@@ -4,6 +4,9 @@ After ``failures`` consecutive failures a model is *open*: routing skips it for
 ``seconds``. When that time is up the next call to it is a *probe* (only one at a time);
 a successful probe closes the breaker, a failed one opens it again for twice as long,
 up to ``max_seconds``. Probes are live requests, so failover stands behind them.
+
+A refusal that says when to come back (``Retry-After`` on a 429 or 503) also holds the
+model back until then, whatever the count of failures.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ class _Breaker:
     open_until: float = 0.0
     backoff: float = 0.0
     probing: bool = False
+    hold_until: float = 0.0  # Retry-After
 
 
 class Cooldown:
@@ -43,11 +47,23 @@ class Cooldown:
     def state(self, model: str) -> str:
         """``closed``, ``open`` (skipped), ``probe`` (next call probes) or ``probing``."""
         b = self._breakers.get(model)
-        if b is None or b.failures < self.threshold:
+        if b is None:
+            return "closed"
+        if b.hold_until and self._clock() < b.hold_until:
+            return "open"
+        if b.failures < self.threshold:
             return "closed"
         if b.probing:
             return "probing"
         return "open" if self._clock() < b.open_until else "probe"
+
+    def open_for(self, model: str) -> float:
+        """Seconds until ``model`` may be tried again (0 if it may be now)."""
+        b = self._breakers.get(model)
+        if b is None or self.state(model) != "open":
+            return 0.0
+        until = max(b.hold_until, b.open_until if b.failures >= self.threshold else 0.0)
+        return max(0.0, until - self._clock())
 
     def available(self, model: str) -> bool:
         """Whether routing may choose ``model`` now (closed, or due for a probe)."""
@@ -67,13 +83,19 @@ class Cooldown:
     def success(self, model: str) -> None:
         self._breakers.pop(model, None)
 
-    def failure(self, model: str) -> None:
+    def failure(self, model: str, *, retry_after: float | None = None) -> None:
+        """Count a failure; ``retry_after`` (seconds) also holds the model back that long
+        (at most ``max_seconds``)."""
         b = self._breakers.setdefault(model, _Breaker())
         b.failures += 1
         if b.failures >= self.threshold:
             b.backoff = (min(b.backoff * 2, self.max_seconds) if b.probing and b.backoff
                          else self.seconds)
             b.open_until = self._clock() + b.backoff
+            b.probing = False
+        if retry_after is not None and retry_after > 0:
+            b.hold_until = max(b.hold_until,
+                               self._clock() + min(retry_after, self.max_seconds))
             b.probing = False
 
     def release(self, model: str) -> None:

@@ -6,11 +6,17 @@ straight through and is logged as a non-policy decision. Every upstream call bec
 outcome of its decision (latency, time to first token, tokens, cost, status), recorded
 off the response path; a failed call is an outcome too, so the policy learns it.
 
-Failover walks the decision's ranking on connect errors, timeouts, 429 and 5xx, within a
-total deadline and a bounded number of attempts; each extra attempt is its own
-non-policy decision (kind ``failover``) so the policy's logged propensities stay honest.
-Cascade mode tries the cheapest eligible model first and escalates while the answer
-fails a check (:mod:`serving.checks`).
+Failover walks the decision's ranking on connect errors, timeouts, 429 and 5xx, and on
+answers that are not answers (a 200 with an error, a stream cut short or malformed), within
+a total deadline and a bounded number of attempts; each attempt has its share of the time
+left, and each extra attempt is its own non-policy decision (kind ``failover``) so the
+policy's logged propensities stay honest. Cascade mode tries the cheapest eligible model
+first and escalates while the answer fails a check (:mod:`serving.checks`).
+
+All of it lives in one attempt loop (:meth:`Gateway._attempts`) and one stream relay
+(:meth:`Gateway._relay`), fed and read in Chat Completions' shape: a door (the chat
+endpoint now) brings its request in that shape and a :class:`Wire` that writes the
+checked stream, its end and its error event in its own protocol.
 """
 
 from __future__ import annotations
@@ -34,9 +40,13 @@ from bandit.features import estimate_tokens, featurize, parse_request
 from serving.cache import CachedAnswer, ResponseCache, cache_key
 from serving.checks import answer_problem, completion_problem, wants_json
 from serving.cooldown import Cooldown
+from serving.metrics import Metrics
 from serving.requests import GatewayExtension, check_tenant, plain_text, validation_error
 from serving.upstream import (
+    Budget,
     Upstream,
+    UpstreamConfigError,
+    UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -45,6 +55,10 @@ from serving.upstream import (
 log = logging.getLogger("routebandit.gateway")
 
 AUTO = "auto"
+# Outcome statuses fed back as quality ``failure_quality``: the model's answer failed.
+LEARNED = frozenset({"error", "rejected"})
+# Finish reasons of an answer that ended on its own (the only ones cached).
+_COMPLETE = frozenset({"stop", "tool_calls", "function_call"})
 
 
 @dataclass(frozen=True)
@@ -76,7 +90,8 @@ class Outcome:
     output_tokens: int
     tokens_estimated: bool
     cost_usd: float
-    status: str  # ok | error | rejected | client_error | cancelled
+    # ok | error | throttled | unreachable | rejected | client_error | cancelled
+    status: str
     error: str | None = None
 
 
@@ -104,7 +119,15 @@ class GatewayConfig:
     """Reliability knobs (the app builds this from its settings)."""
 
     max_attempts: int = 3
+    # The whole request until the client has its answer (a stream: its first chunk); each
+    # attempt may use its share of what is left (left / attempts that could still follow).
     deadline_s: float = 60.0
+    # Until a stream's first chunk (a model's own first_byte_timeout_s overrides it).
+    first_byte_timeout_s: float = 5.0
+    # A stream's whole life, from the request (the client already reads it meanwhile).
+    stream_deadline_s: float = 600.0
+    # Largest answer read from an upstream (a body, or a stream's events in all).
+    max_response_bytes: int = 16 * 2**20
     cooldown_failures: int = 3
     cooldown_s: float = 30.0
     cascade_profiles: frozenset[str] = frozenset()
@@ -158,6 +181,43 @@ class Answer:
     headers: dict[str, str]
 
 
+class Wire(Protocol):
+    """How a door writes the gateway's checked chat stream to its client."""
+
+    def chunk(self, chunk: dict[str, Any], model: str) -> bytes | None:
+        """One upstream chunk (Chat Completions' shape) in the door's protocol, or None."""
+
+    def end(self) -> bytes:
+        """What ends a complete stream."""
+
+    def error(self, exc: UpstreamError) -> bytes:
+        """The protocol's error event, for an upstream that failed mid-stream."""
+
+
+class ChatWire:
+    """Chat Completions' own SSE: the chunks as they came (``model`` the catalog name,
+    usage only if the client asked for it), ``[DONE]``, and OpenAI's error event."""
+
+    def __init__(self, *, client_usage: bool) -> None:
+        self.client_usage = client_usage
+
+    def chunk(self, chunk: dict[str, Any], model: str) -> bytes | None:
+        if not self.client_usage and "usage" in chunk:
+            if not chunk.get("choices"):
+                return None  # the usage-only chunk the client did not ask for
+            del chunk["usage"]
+        chunk["model"] = model
+        return _sse(chunk)
+
+    def end(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+    def error(self, exc: UpstreamError) -> bytes:
+        # The SDK raises APIError on it; the code says what broke (upstream_timeout, ...).
+        return _sse({"error": {"message": str(exc), "type": "server_error", "param": None,
+                               "code": f"upstream_{exc.kind}"}})
+
+
 @dataclass(frozen=True)
 class StreamAnswer:
     """A streamed answer: SSE events (each ending in a blank line) for the client.
@@ -190,6 +250,9 @@ class _Call:
     relaying: bool = False  # the stream's events are being iterated
     status: str | None = None
     error: str | None = None
+    attempt: int = 1
+    check_json: bool | None = None  # the last model of a streamed cascade: check at the end
+    recorded: bool = False
 
     def prompt_estimate(self) -> int:
         total = 0
@@ -217,11 +280,14 @@ class Gateway:
         config: GatewayConfig | None = None,
         clock: Callable[[], float] = time.perf_counter,
         cooldown: Cooldown | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.router = router
         self.upstream = upstream
         self.config = config or GatewayConfig()
         self._clock = clock
+        # The app's own (RouterService.metrics), so /metrics shows the upstream faults.
+        self.metrics = metrics or Metrics()
         self.cooldown = cooldown or Cooldown(failures=self.config.cooldown_failures,
                                              seconds=self.config.cooldown_s)
         self.cache = (ResponseCache(max_entries=self.config.cache_max_entries,
@@ -262,8 +328,12 @@ class Gateway:
         self, body: Mapping[str, Any], *, tenant: str | None = None,
         user_key: str | None = None,
     ) -> Answer | StreamAnswer:
-        """Answer one Chat Completions request (raises GatewayError / UpstreamRejected)."""
-        started = self._clock()
+        """Answer one Chat Completions request (raises GatewayError / UpstreamRejected).
+
+        Cancelling it (the client went away) cancels the upstream call in flight, which
+        is recorded as ``cancelled``; nothing is learned and no other model is tried.
+        """
+        started = asyncio.get_running_loop().time()
         request = dict(body)
         ext = _extension(request.pop("routebandit", None), tenant)
         requested = request.get("model")
@@ -339,8 +409,10 @@ class Gateway:
             raise GatewayError(str(exc), status_code=400, code="no_eligible_model") from exc
         except RequestError as exc:
             raise _invalid(exc) from exc
+        client_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         return await self._attempts(request, base, plan, first, kind=kind, cascade=cascade,
-                                    stream=stream, started=started, cache_key=key)
+                                    stream=stream, started=started, cache_key=key,
+                                    wire=ChatWire(client_usage=client_usage))
 
     def _resolve(self, requested: str, catalog: Catalog) -> tuple[str | None, str | None]:
         if requested == AUTO:
@@ -378,18 +450,21 @@ class Gateway:
     async def _attempts(
         self, request: dict[str, Any], base: RouteRequest, plan: list[str],
         first: tuple[str, Decision] | None, *, kind: str, cascade: bool, stream: bool,
-        started: float, cache_key: str | None,
+        started: float, cache_key: str | None, wire: Wire,
     ) -> Answer | StreamAnswer:
-        deadline = started + self.config.deadline_s
-        plan = plan[: max(1, self.config.max_attempts)]
+        loop = asyncio.get_running_loop()
+        config = self.config
+        end_at = started + config.deadline_s
+        # A stream, once its first chunk is on its way to the client, may run this long.
+        stream_end_at = started + max(config.stream_deadline_s, config.deadline_s)
+        plan = plan[: max(1, config.max_attempts)]
         catalog = self.router.catalog
         json_expected = wants_json(request)
-        client_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         last_error: UpstreamError | None = None
         rejected: str | None = None
+        failed: _Call | None = None  # the attempt that just failed (for the failover line)
         for i, model in enumerate(plan):
-            remaining = deadline - self._clock()
-            if remaining <= 0:
+            if loop.time() >= end_at:
                 break
             if i == 0 and first is not None:
                 decision_id = first[0]
@@ -397,8 +472,15 @@ class Gateway:
             else:
                 if not self.cooldown.begin(model) and i > 0:
                     continue
-                decision_id, _ = await self.router.route(
-                    replace(base, force_model=model, kind=kind, allow=None))
+                try:
+                    decision_id, _ = await self.router.route(
+                        replace(base, force_model=model, kind=kind, allow=None))
+                except BaseException:
+                    self.cooldown.release(model)  # the claimed probe never happened
+                    raise
+            if failed is not None:
+                self._failover(failed, model, decision_id, i, len(plan))
+                failed = None
             spec = catalog.get(model)
             payload = dict(request)
             payload["model"] = spec.wire_name
@@ -406,53 +488,73 @@ class Gateway:
                 payload["stream_options"] = {**(request.get("stream_options") or {}),
                                              "include_usage": True}
             last = i == len(plan) - 1
+            collect = stream and cascade and not last  # checked whole before it is sent
             call = _Call(decision_id=decision_id, spec=spec, started=self._clock(),
-                         messages=base.messages, deferred=stream and cascade and not last)
+                         messages=base.messages, deferred=collect, attempt=i + 1,
+                         check_json=json_expected if stream and cascade and last else None)
+            # This attempt's share of what is left, so that a model that hangs leaves the
+            # next ones theirs; a stream's first chunk is due sooner (first_byte_timeout_s).
+            share = max(0.0, end_at - loop.time()) / (len(plan) - i)
+            first_byte = spec.first_byte_timeout_s or config.first_byte_timeout_s
+            budget = Budget.from_now(
+                first_byte_s=min(first_byte, share) if stream else share,
+                total_s=share if collect or not stream else stream_end_at - loop.time(),
+                max_bytes=config.max_response_bytes)
             try:
                 if stream:
-                    relay = await self._open_stream(call, payload, remaining, client_usage)
-                    if not cascade or last:
+                    relay = await self._open_stream(call, payload, budget, wire)
+                    if not collect:
+                        relay.headers["x-routebandit-attempts"] = str(i + 1)
                         return relay
                     # Checking a streamed answer needs all of it: collect, check, replay.
                     events = [e async for e in relay.events]
-                    if call.status != "ok":
-                        self._record(call, call.status or "error", call.error)
-                        continue
                     problem = self._stream_problem(call, json_expected)
                     if problem is None:
                         self._record(call, "ok", None)
+                        relay.headers["x-routebandit-attempts"] = str(i + 1)
                         return StreamAnswer(_replay(events), relay.headers)  # recorded
                     self._record(call, "rejected", f"cascade check: {problem}")
+                    self._escalate(call, problem)
                     rejected = problem
                     continue
-                completion = await self.upstream.complete(spec, payload, within=remaining)
-            except UpstreamStatusError as exc:
-                if not exc.retryable:
+                completion = await self.upstream.complete(spec, payload, budget=budget)
+                if completion.status_code >= 300:  # a redirect, never followed
+                    raise UpstreamProtocolError(
+                        f"{model}: upstream answered {completion.status_code} (redirects "
+                        "are not followed)", model=model)
+            except UpstreamError as exc:
+                if isinstance(exc, UpstreamStatusError) and not exc.retryable:
                     self.cooldown.release(model)
                     self._record(call, "client_error", f"{exc.kind}: {exc}")
                     raise UpstreamRejected(exc, _headers(decision_id, model)) from exc
-                last_error = exc
-                self._failed(call, exc)
+                last_error, failed = exc, call
+                self._record(call, self._fault(call, exc), f"{exc.kind}: {exc}")
                 continue
-            except UpstreamError as exc:
-                last_error = exc
-                self._failed(call, exc)
-                continue
-            self.cooldown.success(model)
+            except asyncio.CancelledError:
+                self._left(call, "the client went away before the answer")
+                raise
+            self._succeeded(call)
             body = completion.body
             self._measure_body(call, body)
             problem = completion_problem(body, json_expected=json_expected) if cascade else None
             if problem is not None and not last:
                 self._record(call, "rejected", f"cascade check: {problem}")
+                self._escalate(call, problem)
                 rejected = problem
                 continue
-            self._record(call, "ok", None)
+            headers = _headers(decision_id, model, **{"x-routebandit-attempts": str(i + 1)})
+            if problem is None:
+                self._record(call, "ok", None)
+            else:  # no model passed: the last answer is the client's, but not a good one
+                self._record(call, "rejected", f"cascade check: {problem} (returned: the "
+                             "last model)")
+                headers["x-routebandit-check"] = problem
             body["model"] = model
             out = json.dumps(body, separators=(",", ":")).encode()
-            if cache_key is not None and self.cache is not None:
+            if (cache_key is not None and self.cache is not None and problem is None
+                    and _finished(body)):
                 self.cache.put(cache_key, CachedAnswer(out, model, decision_id))
-            return Answer(out, _headers(decision_id, model, **{
-                "x-routebandit-attempts": str(i + 1)}))
+            return Answer(out, headers)
         raise self._exhausted(last_error, rejected)
 
     def _exhausted(self, last: UpstreamError | None, rejected: str | None) -> GatewayError:
@@ -465,24 +567,72 @@ class Gateway:
             return GatewayError(f"every upstream model is rate limited; last: {last}",
                                 status_code=429, type="rate_limit_error",
                                 code="rate_limit_exceeded", headers=last.headers)
+        if isinstance(last, UpstreamStatusError) and last.capacity:
+            return GatewayError(f"every upstream model is overloaded; last: {last}",
+                                status_code=503, type="server_error",
+                                code="upstream_overloaded", headers=last.headers)
         status = 504 if last.kind == "timeout" else 502
         return GatewayError(f"every upstream model failed; last: {last}", status_code=status,
                             type="server_error", code=f"upstream_{last.kind}")
 
-    def _failed(self, call: _Call, exc: UpstreamError) -> None:
-        self.cooldown.failure(call.spec.name)
-        self._record(call, "error", f"{exc.kind}: {exc}")
+    # -- faults: cooldown, log line, counter -------------------------------------------
+    def _fault(self, call: _Call, exc: UpstreamError) -> str:
+        """Count a failed call against its model; the outcome status it is recorded with."""
+        model = call.spec.name
+        status = _failure_status(exc)
+        before = self.cooldown.state(model)
+        self.cooldown.failure(model, retry_after=exc.retry_after
+                              if isinstance(exc, UpstreamStatusError) else None)
+        self.metrics.upstream_failures.labels(model, exc.kind, status).inc()
+        log.warning("upstream failure: decision %s, model %s, attempt %d, after %.0f ms: "
+                    "%s: %s (recorded %s)", call.decision_id, model, call.attempt,
+                    (self._clock() - call.started) * 1000.0, exc.kind, exc, status)
+        if self.cooldown.state(model) == "open" and before != "open":
+            self.metrics.breaker_transitions.labels(model, "open").inc()
+            log.warning("breaker opened: model %s is skipped for %.0f s (decision %s: %s)",
+                        model, self.cooldown.open_for(model), call.decision_id, exc.kind)
+        return status
+
+    def _succeeded(self, call: _Call) -> None:
+        model = call.spec.name
+        before = self.cooldown.state(model)
+        self.cooldown.success(model)
+        if before != "closed":
+            self.metrics.breaker_transitions.labels(model, "closed").inc()
+            log.warning("breaker closed: model %s answered (decision %s)", model,
+                        call.decision_id)
+
+    def _failover(self, failed: _Call, model: str, decision_id: str, i: int,
+                  n: int) -> None:
+        self.metrics.failovers.labels(failed.spec.name, model).inc()
+        log.warning("failover: decision %s (%s) failed; trying %s as decision %s "
+                    "(attempt %d of %d)", failed.decision_id, failed.spec.name, model,
+                    decision_id, i + 1, n)
+
+    def _escalate(self, call: _Call, problem: str) -> None:
+        log.info("cascade: decision %s (%s) failed its check (%s); escalating",
+                 call.decision_id, call.spec.name, problem)
+
+    def _left(self, call: _Call, why: str) -> None:
+        """The client went away during ``call``: cancelled, which teaches nothing."""
+        if call.recorded:
+            return
+        self.cooldown.release(call.spec.name)  # a probe that was cut short proves nothing
+        self._record(call, "cancelled", why)
+        self.metrics.upstream_cancelled.labels(call.spec.name).inc()
+        log.info("client went away: decision %s, model %s: upstream call cancelled (%s)",
+                 call.decision_id, call.spec.name, why)
 
     # -- streaming -------------------------------------------------------------------
-    async def _open_stream(self, call: _Call, payload: dict[str, Any], within: float,
-                           client_usage: bool) -> StreamAnswer:
-        """Open the upstream stream and read its first event before answering, so a
+    async def _open_stream(self, call: _Call, payload: dict[str, Any], budget: Budget,
+                           wire: Wire) -> StreamAnswer:
+        """Open the upstream stream and read its first chunk before answering, so a
         failure that early can still fail over and the headers can name the model."""
         stack = AsyncExitStack()
         try:
-            raw = await stack.enter_async_context(
-                self.upstream.stream(call.spec, payload, within=within))
-            first = await raw.__anext__()
+            chunks = await stack.enter_async_context(
+                self.upstream.stream(call.spec, payload, budget=budget))
+            first = await chunks.__anext__()
         except StopAsyncIteration:
             await stack.aclose()
             raise UpstreamProtocolError(f"{call.spec.name}: the stream ended before any event",
@@ -490,61 +640,65 @@ class Gateway:
         except BaseException:
             await stack.aclose()
             raise
-        self.cooldown.success(call.spec.name)
+        self._succeeded(call)
 
         def abandon() -> None:
             if not call.relaying and call.status is None:
                 call.status = "cancelled"
                 if not call.deferred:
-                    self._record(call, "cancelled", "the client went away before the stream")
-                self._spawn(stack.aclose())
+                    self._left(call, "the client went away before the stream")
+                self._spawn(_close(chunks, stack))
 
-        return StreamAnswer(self._relay(call, first, raw, stack, client_usage),
+        return StreamAnswer(self._relay(call, first, chunks, stack, wire),
                             _headers(call.decision_id, call.spec.name), abandon)
 
-    async def _relay(self, call: _Call, first: bytes, raw: AsyncIterator[bytes],
-                     stack: AsyncExitStack, client_usage: bool) -> AsyncIterator[bytes]:
+    async def _relay(self, call: _Call, first: dict[str, Any],
+                     chunks: AsyncIterator[dict[str, Any]], stack: AsyncExitStack,
+                     wire: Wire) -> AsyncIterator[bytes]:
+        """The client's events: every chunk measured and written by ``wire``; a stream
+        that breaks, stalls or stops short ends with the wire's error event and is
+        recorded as the failure it is (raised instead when the caller collects)."""
         call.relaying = True
         status: str = "cancelled"
         error: str | None = "the client went away mid-stream"
         try:
-            event: bytes | None = first
-            while event is not None:
-                out = self._rewrite(call, event, client_usage)
+            chunk: dict[str, Any] | None = first
+            while chunk is not None:
+                self._measure_chunk(call, chunk)
+                out = wire.chunk(chunk, call.spec.name)
                 if out is not None:
                     yield out
                 try:
-                    event = await raw.__anext__()
+                    chunk = await chunks.__anext__()
                 except StopAsyncIteration:
-                    event = None
+                    chunk = None
             status, error = "ok", None
+            if call.check_json is not None:  # the last of a cascade: checked, not held
+                problem = self._stream_problem(call, call.check_json)
+                if problem is not None:
+                    status, error = "rejected", (f"cascade check: {problem} (returned: the "
+                                                 "last model)")
+            yield wire.end()
         except UpstreamError as exc:
-            status, error = "error", f"{exc.kind}: {exc}"
-            self.cooldown.failure(call.spec.name)
-            # The client already has part of the answer: close the stream with an error
-            # event in OpenAI's format rather than pretending it ended normally.
-            yield _sse({"error": {"message": str(exc), "type": "server_error",
-                                  "param": None, "code": f"upstream_{exc.kind}"}})
+            if call.deferred:
+                status, error = "error", f"{exc.kind}: {exc}"
+                raise
+            status, error = self._fault(call, exc), f"{exc.kind}: {exc}"
+            # The client already has part of the answer: close the stream with the
+            # protocol's error event rather than pretending it ended normally.
+            yield wire.error(exc)
         finally:
             # Under cancellation every await here would raise again: hand the closing and
             # the recording to a fresh task.
             call.status, call.error = status, error
             if not call.deferred:
-                self._record(call, status, error)
-            self._spawn(stack.aclose())
+                if status == "cancelled":
+                    self._left(call, error or "cancelled")
+                else:
+                    self._record(call, status, error)
+            self._spawn(_close(chunks, stack))
 
-    def _rewrite(self, call: _Call, event: bytes, client_usage: bool) -> bytes | None:
-        if not event.startswith(b"data:"):
-            return event + b"\n\n"
-        data = event[5:].strip()
-        if data == b"[DONE]":
-            return b"data: [DONE]\n\n"
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            return event + b"\n\n"
-        if not isinstance(chunk, dict):
-            return event + b"\n\n"
+    def _measure_chunk(self, call: _Call, chunk: Mapping[str, Any]) -> None:
         usage = chunk.get("usage")
         if usage:
             call.usage = usage
@@ -561,13 +715,6 @@ class Gateway:
                 call.finish_reason = choice["finish_reason"]
             if call.first_token is None and (content or call.tool_calls or call.refusal):
                 call.first_token = self._clock()
-        if not client_usage:
-            if "usage" in chunk:
-                if not chunk.get("choices"):
-                    return None  # the usage-only chunk the client did not ask for
-                del chunk["usage"]
-        chunk["model"] = call.spec.name
-        return _sse(chunk)
 
     def _stream_problem(self, call: _Call, json_expected: bool) -> str | None:
         return answer_problem(content="".join(call.text), finish_reason=call.finish_reason,
@@ -584,13 +731,17 @@ class Gateway:
         call.first_token = self._clock()
 
     def _record(self, call: _Call, status: str, error: str | None) -> None:
+        if call.recorded:
+            return
+        call.recorded = True
         now = self._clock()
         usage = call.usage or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         estimated = not (isinstance(prompt, int) and isinstance(completion, int))
         if estimated:
             # No usage from the upstream: estimate, and say so in the outcome row.
-            sent = status != "error" or bool(call.text)  # the upstream read the prompt
+            # Did the upstream read (and bill) the prompt? Not if it never answered.
+            sent = status not in ("error", "throttled", "unreachable") or bool(call.text)
             prompt = call.prompt_estimate() if sent else 0
             completion = estimate_tokens("".join(call.text))
         assert isinstance(prompt, int) and isinstance(completion, int)
@@ -627,9 +778,10 @@ class Gateway:
 
     async def _store(self, decision_id: str, outcome: Outcome) -> None:
         await self.router.record_outcome(decision_id, outcome)
-        # A failure is itself an outcome the policy learns from: quality 0 for that model.
-        # (A client error or a client that went away says nothing about the model.)
-        if outcome.status in ("error", "rejected") and self.config.failure_quality is not None:
+        # A failure of the model's answer is an outcome the policy learns from: quality 0
+        # for that model. A refusal for capacity, an upstream that cannot be reached, a
+        # client error or a client that went away say nothing of its answers.
+        if outcome.status in LEARNED and self.config.failure_quality is not None:
             await self.router.feedback(decision_id=decision_id, tenant=None,
                                        score=self.config.failure_quality,
                                        source=f"gateway:{outcome.status}")
@@ -668,6 +820,32 @@ def _extension(raw: Any, tenant: str | None) -> GatewayExtension:
     except RequestError as exc:
         raise _invalid(exc) from None
     return ext
+
+
+def _failure_status(exc: UpstreamError) -> str:
+    """The outcome status of a failed call: ``throttled`` (no capacity), ``unreachable``
+    (cannot connect, not configured) or ``error`` (the model failed to answer)."""
+    if isinstance(exc, UpstreamStatusError) and exc.capacity:
+        return "throttled"
+    if isinstance(exc, (UpstreamConnectError, UpstreamConfigError)):
+        return "unreachable"
+    return "error"
+
+
+def _finished(body: Mapping[str, Any]) -> bool:
+    """Whether every choice ended on its own (not cut by length or a content filter)."""
+    choices = body.get("choices") or ()
+    return bool(choices) and all(
+        isinstance(c, Mapping) and c.get("finish_reason") in _COMPLETE for c in choices)
+
+
+async def _close(chunks: AsyncIterator[dict[str, Any]], stack: AsyncExitStack) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    try:
+        if aclose is not None:
+            await aclose()
+    finally:
+        await stack.aclose()
 
 
 def _sse(obj: Any) -> bytes:

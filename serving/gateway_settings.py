@@ -26,12 +26,24 @@ class GatewaySettings(BaseSettings):
 
     max_attempts: int = Field(default=3, ge=1, le=10,
                               description="Models tried per request.")
-    deadline_s: float = Field(default=60.0, gt=0,
-                              description="Total time for all attempts.")
+    deadline_s: float = Field(
+        default=60.0, gt=0,
+        description="The whole request, body reads included, until the client has its "
+        "answer (a stream: its first chunk); each attempt may use its share of what is left.")
+    first_byte_timeout_s: float = Field(
+        default=5.0, gt=0,
+        description="Until a stream's first chunk, per attempt (a catalog model's "
+        "first_byte_timeout_s overrides it); then failover.")
+    read_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="Longest silence between two bytes of an answer once it has begun.")
+    stream_deadline_s: float = Field(
+        default=600.0, gt=0, description="A stream's whole life, from the request.")
     connect_timeout_s: float = Field(default=5.0, gt=0,
                                      description="Connecting to an upstream.")
-    read_timeout_s: float = Field(default=120.0, gt=0,
-                                  description="Between two bytes from an upstream.")
+    max_response_bytes: int = Field(
+        default=16 * 2**20, ge=1024,
+        description="Largest answer read from an upstream (bytes); past it the attempt fails.")
     cooldown_failures: int = Field(default=3, ge=1,
                                    description="Consecutive failures to cool down.")
     cooldown_s: float = Field(default=30.0, ge=0,
@@ -87,6 +99,9 @@ class GatewaySettings(BaseSettings):
     def config(self) -> GatewayConfig:
         return GatewayConfig(
             max_attempts=self.max_attempts, deadline_s=self.deadline_s,
+            first_byte_timeout_s=self.first_byte_timeout_s,
+            stream_deadline_s=self.stream_deadline_s,
+            max_response_bytes=self.max_response_bytes,
             cooldown_failures=self.cooldown_failures, cooldown_s=self.cooldown_s,
             cascade_profiles=frozenset(self.cascade_profiles), cache=self.cache,
             cache_max_entries=self.cache_max_entries, cache_ttl_s=self.cache_ttl_s,

@@ -70,6 +70,25 @@ class Metrics:
             "routebandit_worker_restarts", "Background workers that died and were "
             "started again (each also logged with its traceback).", ["worker"], registry=r,
         )
+        # The gateway's upstream faults (each also logged with its decision id).
+        self.upstream_failures = Counter(
+            "routebandit_upstream_failures", "Upstream calls that failed, by model and kind "
+            "(timeout, connect_error, status_error, protocol_error, bad_answer, too_large, "
+            "...) and the outcome status they were recorded with.",
+            ["model", "kind", "status"], registry=r,
+        )
+        self.failovers = Counter(
+            "routebandit_failovers", "Requests that moved on to another model, by the model "
+            "given up on and the one tried next.", ["model", "to"], registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "routebandit_breaker_transitions", "Cooldown breakers that opened or closed, by "
+            "model.", ["model", "state"], registry=r,
+        )
+        self.upstream_cancelled = Counter(
+            "routebandit_upstream_cancelled", "Upstream calls cancelled because the client "
+            "went away, by model.", ["model"], registry=r,
+        )
         self._decision_children: dict[tuple[str, str], Any] = {}
         self._feedback_children: dict[str, Any] = {}
         self._reward_n = 0

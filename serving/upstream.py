@@ -12,16 +12,27 @@ Where calls may go and which variables may hold keys is :mod:`serving.egress`'s 
 checked here before each call (scheme, literal addresses, the key variable) and by both
 transports on every new connection, on the addresses actually connected to. Neither
 follows redirects.
+
+Each call runs under a :class:`Budget`: by when the first byte must come (for a stream,
+its first chunk), by when the whole answer, how long the body may fall silent between
+two reads, and how large it may be. A body is an answer only if
+:mod:`serving.sse` says so (a 200 with an error object, without choices, a stream cut
+short or with a malformed event are upstream errors here, not answers).
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import json
+import math
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import certifi
@@ -32,9 +43,22 @@ from bandit.catalog import ModelSpec
 from bandit.errors import RouteBanditError
 from serving.aiohttp_transport import AiohttpTransport
 from serving.egress import EgressError, EgressPolicy, literal_address
+from serving.sse import ChatStream, StreamFault, completion_fault, split
+
+T = TypeVar("T")
+
+# After [DONE], how long the rest of a stream's body (the end of its chunked encoding)
+# is waited for, so the connection goes back to the pool instead of being dropped.
+_DRAIN_S = 1.0
 
 # Statuses after which another model may well succeed: rate limits and server faults.
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+# The upstream is out of capacity, which says nothing of its answers: 429 always; 503 (and
+# 529, "overloaded") when it says when to come back (Retry-After).
+CAPACITY_STATUS = frozenset({429})
+OVERLOADED_STATUS = frozenset({503, 529})
+# A Retry-After beyond this is not believed (a cooldown of hours from one header).
+MAX_RETRY_AFTER_S = 600.0
 
 
 class UpstreamError(RouteBanditError):
@@ -80,8 +104,24 @@ class UpstreamRefused(UpstreamConfigError):
     kind = "egress_refused"
 
 
+class UpstreamTooLarge(UpstreamError):
+    """The answer is larger than the call's ``max_bytes``."""
+
+    kind = "too_large"
+
+
+class UpstreamBadAnswer(UpstreamError):
+    """A 200 that is not an answer: an error object (body or stream event), no choices."""
+
+    kind = "bad_answer"
+
+
 class UpstreamStatusError(UpstreamError):
-    """The upstream answered with an error status; ``body`` is its payload, unchanged."""
+    """The upstream answered with an error status; ``body`` is its payload, unchanged.
+
+    ``capacity``: a refusal for lack of capacity (429, or 503/529 with Retry-After),
+    which says nothing of the model's answers; ``retry_after`` its seconds, if given.
+    """
 
     kind = "status_error"
 
@@ -94,20 +134,71 @@ class UpstreamStatusError(UpstreamError):
         self.body = body
         self.headers = dict(headers or {})
         self.retryable = status_code in RETRYABLE_STATUS
+        self.retry_after = retry_after_s(self.headers)
+        self.capacity = status_code in CAPACITY_STATUS or (
+            status_code in OVERLOADED_STATUS and self.retry_after is not None)
+
+
+def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) as seconds from now, at most
+    :data:`MAX_RETRY_AFTER_S`; None if absent or unreadable."""
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds allowed to connect, between two bytes read, and for a pool slot."""
+    """Seconds allowed to connect, between two bytes of an answer once it has begun
+    (the wait for its first byte is the call's :class:`Budget`), and for a pool slot."""
 
     connect: float = 5.0
-    read: float = 120.0
+    read: float = 30.0
     write: float = 30.0
     pool: float = 5.0
 
     def httpx(self) -> httpx.Timeout:
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write,
                              pool=self.pool)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one call may take. Times are the event loop's (``loop.time()``).
+
+    The response headers, and for a stream its first chunk, must have come by
+    ``first_byte_at``; the whole answer by ``end_at``; the body may fall silent for at
+    most ``idle_s`` between two reads (None: :class:`Timeouts`'s ``read``) and hold at
+    most ``max_bytes`` (None: no limit). ``first_byte_s`` and ``total_s`` are the same
+    limits in seconds, for the messages that name them.
+    """
+
+    first_byte_at: float
+    end_at: float
+    idle_s: float | None = None
+    max_bytes: int | None = None
+    first_byte_s: float = math.inf
+    total_s: float = math.inf
+
+    @classmethod
+    def from_now(cls, *, first_byte_s: float = math.inf, total_s: float = math.inf,
+                 idle_s: float | None = None, max_bytes: int | None = None) -> Budget:
+        now = asyncio.get_running_loop().time()
+        first = min(first_byte_s, total_s)
+        return cls(first_byte_at=now + first, end_at=now + total_s, idle_s=idle_s,
+                   max_bytes=max_bytes, first_byte_s=first, total_s=total_s)
 
 
 @dataclass(frozen=True)
@@ -227,6 +318,9 @@ def _refused(exc: EgressError, model: str) -> UpstreamError:
 
 
 def _translate(exc: httpx.HTTPError, model: str) -> UpstreamError:
+    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):  # never reached it
+        return UpstreamConnectError(f"{model}: cannot connect to upstream "
+                                    f"({type(exc).__name__})", model=model)
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"{model}: upstream timed out ({type(exc).__name__})", model=model)
     if isinstance(exc, httpx.ConnectError):
@@ -321,13 +415,17 @@ class Upstream:
             headers["authorization"] = f"Bearer {key}"
         return url, headers
 
-    def _timeout_within(self, seconds: float | None) -> httpx.Timeout:
-        if seconds is None:
-            return self._timeout
+    def _timeout_for(self, budget: Budget) -> httpx.Timeout:
+        # The transport's own timeouts, none beyond the budget's end. Its read timeout is
+        # a backstop only: the first byte and the silences are timed here (_within), since
+        # a transport's read timeout would also cut the wait for a non-streamed answer.
         t = self._timeout
+        left = max(0.001, budget.end_at - asyncio.get_running_loop().time())
+        if math.isinf(left):
+            return httpx.Timeout(connect=t.connect, read=None, write=t.write, pool=t.pool)
         return httpx.Timeout(
-            connect=min(t.connect or seconds, seconds), read=min(t.read or seconds, seconds),
-            write=min(t.write or seconds, seconds), pool=min(t.pool or seconds, seconds),
+            connect=min(t.connect or left, left), read=left,
+            write=min(t.write or left, left), pool=min(t.pool or left, left),
         )
 
     async def _send(self, shard: int, url: str, headers: dict[str, str], content: bytes,
@@ -343,26 +441,45 @@ class Upstream:
                                        timeout=timeout)
         return await client.send(request, stream=True)
 
-    async def complete(
-        self, spec: ModelSpec, payload: Mapping[str, Any], *, within: float | None = None
-    ) -> Completion:
-        """POST a non-streamed request; error statuses raise :class:`UpstreamStatusError`.
-
-        ``within`` caps every timeout at the seconds left before the caller's deadline.
-        """
-        url, headers = self._target(spec)
+    async def _respond(self, spec: ModelSpec, shard: int, url: str, headers: dict[str, str],
+                       payload: Mapping[str, Any], budget: Budget) -> _Response:
+        """Send the request; the response once its headers are in (by first_byte_at)."""
         content = json.dumps(payload, separators=(",", ":")).encode()
-        shard = self._take()
         try:
-            resp = await self._send(shard, url, headers, content, self._timeout_within(within))
-            try:
-                raw = await resp.aread()
-            finally:
-                await resp.aclose()
+            return await _within(
+                self._send(shard, url, headers, content, self._timeout_for(budget)),
+                budget.first_byte_at)
+        except asyncio.TimeoutError:
+            raise _late(spec.name, budget, first=True) from None
         except httpx.HTTPError as exc:
             raise _translate(exc, spec.name) from exc
         except EgressError as exc:  # refused at connect time
             raise _refused(exc, spec.name) from exc
+
+    def _body(self, spec: ModelSpec, resp: _Response, budget: Budget,
+              first_by: float | None = None) -> _Body:
+        idle = budget.idle_s if budget.idle_s is not None else self._timeout.read
+        return _Body(resp, budget, idle_s=idle if idle is not None else math.inf,
+                     model=spec.name, first_by=first_by)
+
+    async def complete(
+        self, spec: ModelSpec, payload: Mapping[str, Any], *, budget: Budget | None = None
+    ) -> Completion:
+        """POST a non-streamed request and read the answer within ``budget``.
+
+        Error statuses raise :class:`UpstreamStatusError`; a 2xx that is not an answer
+        raises :class:`UpstreamBadAnswer` (or :class:`UpstreamProtocolError` if it is
+        not JSON). A redirect is returned as it came (it is never followed).
+        """
+        url, headers = self._target(spec)
+        budget = budget or Budget.from_now()
+        shard = self._take()
+        try:
+            resp = await self._respond(spec, shard, url, headers, payload, budget)
+            try:
+                raw = await self._body(spec, resp, budget).read_all()
+            finally:
+                await resp.aclose()
         finally:
             self._busy[shard] -= 1
         if resp.status_code >= 400:
@@ -375,60 +492,152 @@ class Upstream:
         if not isinstance(body, dict):
             raise UpstreamProtocolError(f"{spec.name}: upstream answer is not a JSON object",
                                         model=spec.name)
+        fault = completion_fault(body) if resp.status_code < 300 else None
+        if fault is not None:
+            raise UpstreamBadAnswer(f"{spec.name}: {fault}", model=spec.name)
         return Completion(resp.status_code, body)
 
     @asynccontextmanager
     async def stream(
-        self, spec: ModelSpec, payload: Mapping[str, Any], *, within: float | None = None
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Open a streamed request; yields an iterator of raw SSE events (``data: ...``).
+        self, spec: ModelSpec, payload: Mapping[str, Any], *, budget: Budget | None = None
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """Open a streamed request; yields an iterator of its checked chunks (dicts).
 
         The status is checked before anything is yielded, so an error status raises
-        :class:`UpstreamStatusError` while failover is still possible.
+        :class:`UpstreamStatusError` while failover is still possible. The iterator
+        raises an :class:`UpstreamError` for a malformed or error event, a stream that
+        ends without a finish_reason or ``[DONE]``, a silence or a budget overrun; its
+        first chunk comes by ``budget.first_byte_at`` (comments do not count).
         """
         url, headers = self._target(spec)
         headers["accept"] = "text/event-stream"
-        content = json.dumps(payload, separators=(",", ":")).encode()
+        budget = budget or Budget.from_now()
         shard = self._take()
         try:
-            resp = await self._send(shard, url, headers, content, self._timeout_within(within))
-        except (httpx.HTTPError, EgressError) as exc:
+            resp = await self._respond(spec, shard, url, headers, payload, budget)
+        except BaseException:
             self._busy[shard] -= 1
-            if isinstance(exc, EgressError):  # refused at connect time
-                raise _refused(exc, spec.name) from exc
-            raise _translate(exc, spec.name) from exc
+            raise
         try:
             if resp.status_code >= 400:
-                try:
-                    body = await resp.aread()
-                except httpx.HTTPError as exc:
-                    raise _translate(exc, spec.name) from exc
+                body = await self._body(spec, resp, budget).read_all()
                 raise _status_error(spec.name, resp.status_code, body, resp.headers)
-            yield _events(resp, spec.name)
+            yield _chunks(self._body(spec, resp, budget, first_by=budget.first_byte_at),
+                          spec.name)
         finally:
             self._busy[shard] -= 1
             await resp.aclose()
 
 
-async def _events(resp: _Response, model: str) -> AsyncIterator[bytes]:
-    """Split the body into SSE events, each yielded as soon as its blank line arrives."""
+async def _within(aw: Awaitable[T], when: float) -> T:
+    """``await aw``, cancelled at loop time ``when`` (asyncio.TimeoutError then)."""
+    if math.isinf(when):
+        return await aw
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout_at(when):
+            return await aw
+    return await asyncio.wait_for(aw, max(0.0, when - asyncio.get_running_loop().time()))
+
+
+def _late(model: str, budget: Budget, *, first: bool = False, idle_s: float = 0.0,
+          silent: bool = False) -> UpstreamTimeout:
+    if silent:
+        what = f"nothing for {_seconds(idle_s)} s (read_timeout_s)"
+    elif first:
+        what = f"no first byte within {_seconds(budget.first_byte_s)} s"
+    else:
+        what = f"not finished within {_seconds(budget.total_s)} s"
+    return UpstreamTimeout(f"{model}: upstream timed out: {what}", model=model)
+
+
+def _seconds(value: float) -> str:
+    # 0.999 -> "1", 0.333 -> "0.3", 19.98 -> "20": what the limit was, not its jitter
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+class _Body:
+    """One response's body, read under its budget: each read by the next of ``first_by``
+    (until the first chunk of a stream), ``idle_s`` from now and the budget's end."""
+
+    def __init__(self, resp: _Response, budget: Budget, *, idle_s: float, model: str,
+                 first_by: float | None = None) -> None:
+        self._it = resp.aiter_bytes()
+        self._budget = budget
+        self._idle_s = idle_s
+        self._model = model
+        self.first_by = first_by
+        self._size = 0
+        declared = resp.headers.get("content-length")
+        if (budget.max_bytes is not None and declared is not None and declared.isdigit()
+                and int(declared) > budget.max_bytes):
+            raise self._too_large(int(declared))
+
+    def _too_large(self, size: int) -> UpstreamTooLarge:
+        return UpstreamTooLarge(
+            f"{self._model}: the answer is larger than max_response_bytes "
+            f"({self._budget.max_bytes} bytes; {size} and counting)", model=self._model)
+
+    async def read(self) -> bytes | None:
+        """The next bytes, or None at the end of the body."""
+        now = asyncio.get_running_loop().time()
+        when, why = self._budget.end_at, "end"
+        if self.first_by is not None and self.first_by < when:
+            when, why = self.first_by, "first"
+        if now + self._idle_s < when:
+            when, why = now + self._idle_s, "idle"
+        try:
+            piece = await _within(self._it.__anext__(), when)
+        except StopAsyncIteration:
+            return None
+        except asyncio.TimeoutError:
+            raise _late(self._model, self._budget, first=why == "first",
+                        idle_s=self._idle_s, silent=why == "idle") from None
+        except httpx.HTTPError as exc:
+            raise _translate(exc, self._model) from exc
+        self._size += len(piece)
+        if self._budget.max_bytes is not None and self._size > self._budget.max_bytes:
+            raise self._too_large(self._size)
+        return piece
+
+    async def read_all(self) -> bytes:
+        parts: list[bytes] = []
+        while (piece := await self.read()) is not None:
+            parts.append(piece)
+        return b"".join(parts)
+
+    async def drain(self, seconds: float) -> None:
+        """Read to the end for at most ``seconds`` (so the connection can be reused);
+        whatever comes, or fails to, no longer matters."""
+        self.first_by = asyncio.get_running_loop().time() + seconds
+        try:
+            while await self.read() is not None:
+                pass
+        except UpstreamError:
+            pass  # closing the response drops the connection instead
+
+
+async def _chunks(body: _Body, model: str) -> AsyncIterator[dict[str, Any]]:
+    """The stream's chunks, each yielded as soon as its event's blank line arrives."""
+    check = ChatStream()
     buf = b""
     try:
-        async for chunk in resp.aiter_bytes():
-            buf += chunk
-            if b"\r" in buf:
-                buf = buf.replace(b"\r\n", b"\n")
-            while True:
-                end = buf.find(b"\n\n")
-                if end < 0:
-                    break
-                event, buf = buf[:end], buf[end + 2 :]
-                if event:
-                    yield event
-    except httpx.HTTPError as exc:
-        raise _translate(exc, model) from exc
-    if buf.strip():
-        yield buf.strip()
+        while not check.done and (piece := await body.read()) is not None:
+            events, buf = split(buf + piece)
+            for event in events:
+                chunk = check.event(event)
+                if chunk is not None:
+                    body.first_by = None  # the first chunk came: from now on, silences
+                    yield chunk
+        if not check.done and buf.strip():  # a last event without its blank line
+            chunk = check.event(buf.strip())
+            if chunk is not None:
+                yield chunk
+        check.end()
+        if check.done:
+            await body.drain(_DRAIN_S)
+    except StreamFault as exc:
+        error = UpstreamBadAnswer if exc.error else UpstreamProtocolError
+        raise error(f"{model}: {exc}", model=model) from None
 
 
 def _status_error(model: str, status: int, body: bytes,

@@ -1,13 +1,17 @@
 """``POST /v1/chat/completions``: the OpenAI-compatible gateway (errors in OpenAI's format).
 
 The router's lifespan builds the :class:`~serving.gateway.Gateway` on the app's
-``RouterService`` (``app.state.service``) and owns the upstream httpx client; an app
-that already put a gateway on ``app.state.gateway`` (tests) keeps its own.
+``RouterService`` (``app.state.service``, whose metrics it counts on) and owns the
+upstream httpx client; an app that already put a gateway on ``app.state.gateway``
+(tests) keeps its own. A client that disconnects while the gateway waits for an
+upstream has the gateway cancelled (``http.disconnect``): nobody is left to answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -46,7 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = Gateway(router=service,
                           upstream=Upstream(clients, env=os.environ, egress=egress,
                                             timeouts=gs.timeouts()),
-                          config=gs.config())
+                          config=gs.config(), metrics=getattr(service, "metrics", None))
         stack.push_async_callback(gateway.aclose)
         app.state.gateway = gateway
         yield
@@ -124,8 +128,7 @@ async def chat_completions(request: Request) -> Response:
                             code="invalid_json")
     gateway: Gateway = request.app.state.gateway
     try:
-        answer = await gateway.chat(body, tenant=getattr(request.state, "tenant", None),
-                                    user_key=getattr(request.state, "user_key", None))
+        answer = await _unless_client_leaves(request, gateway, body)
     except GatewayError as exc:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
     except UpstreamRejected as exc:
@@ -135,9 +138,41 @@ async def chat_completions(request: Request) -> Response:
         return _invalid(exc)
     except RouteBanditError as exc:  # the service's own (store unavailable, policy, ...)
         return _service_error(exc)
+    if answer is None:  # nobody to answer (499: nginx's "client closed request")
+        return Response(status_code=499)
     if isinstance(answer, Answer):
         return Response(answer.body, media_type="application/json", headers=answer.headers)
     return _EventStream(answer)
+
+
+async def _unless_client_leaves(request: Request, gateway: Gateway,
+                                body: dict[str, Any]) -> Answer | StreamAnswer | None:
+    """The gateway's answer, or None if the client disconnected first: then the gateway
+    is cancelled where it waits (the upstream call in flight), which it records."""
+    task = asyncio.current_task()
+    left = False
+
+    async def watch() -> None:
+        # The body has been read: what the server says next is that the client left.
+        nonlocal left
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        left = True
+        if task is not None:
+            task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await gateway.chat(body, tenant=getattr(request.state, "tenant", None),
+                                  user_key=getattr(request.state, "user_key", None))
+    except asyncio.CancelledError:
+        if not left:
+            raise  # the server's own cancellation (shutdown)
+        if sys.version_info >= (3, 11) and task is not None:
+            task.uncancel()
+        return None
+    finally:
+        watcher.cancel()
 
 
 def _invalid(exc: RequestError) -> JSONResponse:

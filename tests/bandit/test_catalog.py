@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bandit.catalog import Catalog, ModelSpec, example_catalog_path
+from bandit.catalog import Catalog, ModelSpec, example_catalog_path, parse_model
 from bandit.errors import CatalogError
 
 
@@ -50,3 +50,10 @@ def test_add_replace_remove() -> None:
     assert cat.without("a").names == ("b",)
     with pytest.raises(CatalogError, match="empty"):
         cat.without("a").without("b")
+
+
+@pytest.mark.parametrize("value", [0, -1, "slow"], ids=["zero", "negative", "text"])
+def test_first_byte_timeout_is_a_positive_number(value: object) -> None:
+    assert parse_model({"name": "m", "first_byte_timeout_s": 90}).first_byte_timeout_s == 90
+    with pytest.raises(CatalogError, match="first_byte_timeout_s"):
+        parse_model({"name": "m", "first_byte_timeout_s": value})

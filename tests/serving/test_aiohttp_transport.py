@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from serving.gateway import GatewayConfig
 from serving.upstream import Timeouts
 from tests.fakes.fake_upstream import FakeUpstream
 from tests.serving.gateway_stack import Stack, reset, start_stack, started_fakes
@@ -23,7 +24,9 @@ def fakes() -> Iterator[dict[str, FakeUpstream]]:
 def stack(fakes: dict[str, FakeUpstream]) -> Iterator[Stack]:
     for fake in fakes.values():
         reset(fake)
-    s = start_stack(fakes, transport="aiohttp", timeouts=Timeouts(read=0.5))
+    # A 1.5 s deadline: a model that hangs before its headers has its share, 0.5 s.
+    s = start_stack(fakes, transport="aiohttp", timeouts=Timeouts(read=0.5),
+                    config=GatewayConfig(deadline_s=1.5))
     yield s
     s.stop()
     for fake in fakes.values():
@@ -67,7 +70,8 @@ def test_failover(stack: Stack, failure: object) -> None:
     assert raw.headers["x-routebandit-model"] == "mid"
     [failed] = stack.outcomes(stack.router.routes[0][0])
     expected = {"down": "connect_error", "hang": "timeout", 503: "status_error"}[failure]
-    assert failed.status == "error" and (failed.error or "").startswith(expected)
+    status = "unreachable" if failure == "down" else "error"
+    assert failed.status == status and (failed.error or "").startswith(expected)
 
 
 def test_client_error_passes_through(stack: Stack) -> None:

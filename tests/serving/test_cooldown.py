@@ -63,3 +63,16 @@ def test_released_probe_can_be_retried() -> None:
 def test_rejects_bad_settings(failures: int, seconds: float) -> None:
     with pytest.raises(ValueError):
         Cooldown(failures=failures, seconds=seconds)
+
+
+def test_retry_after_holds_the_model_back_at_once() -> None:
+    clock = Clock()
+    cd = Cooldown(failures=3, seconds=30, max_seconds=600, clock=clock)
+    cd.failure("m", retry_after=7)  # one failure of three, but the upstream said when
+    assert cd.state("m") == "open" and cd.open_for("m") == 7
+    clock.now = 7
+    assert cd.state("m") == "closed" and cd.open_for("m") == 0
+    cd.failure("m", retry_after=10_000)  # never believed beyond max_seconds
+    assert cd.open_for("m") == 600
+    cd.success("m")
+    assert cd.state("m") == "closed"

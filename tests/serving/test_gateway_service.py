@@ -152,3 +152,17 @@ def test_models_list_and_openai_errors(app: App) -> None:
 def test_development_mode_accepts_whatever_key_the_sdk_sends(dev_app: App) -> None:
     resp = dev_app.sdk.chat.completions.create(model="auto", messages=MESSAGES)
     assert resp.model in MODELS
+
+
+def test_upstream_faults_reach_the_apps_metrics(app: App, fakes: dict[str, FakeUpstream]) -> None:
+    for name in ("cheap", "mid", "big"):  # every model fails: three failures, two failovers
+        fakes[name].behavior.fail_status = 503
+    with pytest.raises(openai.InternalServerError):
+        app.sdk.chat.completions.create(model="auto", messages=MESSAGES)
+    metrics = app.http.get("/metrics").text
+    for name in ("cheap", "mid", "big"):
+        assert ('routebandit_upstream_failures_total{kind="status_error",model="'
+                f'{name}",status="error"}} 1.0') in metrics
+    failovers = [line for line in metrics.splitlines()
+                 if line.startswith("routebandit_failovers_total{")]
+    assert len(failovers) == 2 and all(line.endswith(" 1.0") for line in failovers)

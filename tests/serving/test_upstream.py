@@ -21,7 +21,9 @@ from serving.upstream import (
 
 SPEC = ModelSpec(name="m", base_url="http://up.test/v1", api_key_env="UP_API_KEY",
                  upstream_model="m-wire")
-OK = {"id": "x", "object": "chat.completion", "choices": []}
+OK = {"id": "x", "object": "chat.completion",
+      "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                   "finish_reason": "stop"}]}
 
 
 def upstream(handler: Callable[[httpx.Request], httpx.Response],
@@ -94,7 +96,9 @@ async def test_config_errors(spec: ModelSpec, env: dict[str, str]) -> None:
 
 
 async def test_stream_splits_events_across_chunk_boundaries() -> None:
-    raw = b'data: {"a":1}\r\n\r\ndata: {"b":2}\n\ndata: [DONE]\n\n'
+    raw = (b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\r\n\r\n: keep-alive\n\n'
+           b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+           b'data: [DONE]\n\n')
 
     async def body() -> AsyncIterator[bytes]:
         for i in range(0, len(raw), 5):
@@ -108,7 +112,9 @@ async def test_stream_splits_events_across_chunk_boundaries() -> None:
     async with up.stream(SPEC, {"stream": True}) as events:
         got = [e async for e in events]
     await up.client.aclose()
-    assert got == [b'data: {"a":1}', b'data: {"b":2}', b"data: [DONE]"]
+    # checked chunks: the comment and [DONE] are the stream's, not chunks
+    assert got == [{"choices": [{"index": 0, "delta": {"content": "a"}}]},
+                   {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
 
 
 async def test_stream_error_status_raises_before_events() -> None:
