@@ -27,12 +27,22 @@ guesses, a model would be tried on the prompts where the others look weak, which
 to be the hard ones, and its mean would come out too low: in a RouterBench replay gpt-4
 scored 0.73 on the winogrande prompts it was sent and 0.86 on all of them.
 
+Free-form traffic has no templates; its *clusters of meaning* (:mod:`bandit.clusters`,
+put in a context by :func:`bandit.clusters.with_clusters`) stand in for them. A prompt's
+:func:`kind_path` lists its kinds coarse to fine: its clusters, then its template. Its
+grades are counted in every one of them. A decision pools along the path: the coarsest
+kind as above, then each finer kind with the posterior so far as its prior, its own
+grades counting only where they disagree with the rest of its parent's more than chance
+allows (:func:`refine`). Once the template has ``min_kind_grades`` grades, it alone is
+pooled, exactly as without clusters (:meth:`KindStats.pooled_path`).
+
 Only the grade of the model that was chosen is ever counted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -46,6 +56,13 @@ MAX_KINDS = 2_000
 #: Kinds seen once, remembered (as 8-byte digests) until they are seen again.
 MAX_SEEN_ONCE = 8_000
 _KIND_TAGS = ("shead=", "head=")
+#: How far (a normal score) a finer kind's grades must stray from the rest of its
+#: parent's before they count (:func:`refine`): 2.33 is a one-sided 1 % test.
+DISAGREE_Z = 2.33
+#: The namespace of a context that holds its clusters of meaning, coarse to fine
+#: (:func:`bandit.clusters.with_clusters`), and how each of them begins.
+CLUSTER_NAMESPACE = "k"
+CLUSTER_TAG = "cluster="
 
 
 def kind_of(context: Context) -> str | None:
@@ -65,6 +82,84 @@ def kind_of(context: Context) -> str | None:
         if tag.startswith(_KIND_TAGS) and not tag.endswith("="):
             parts.append(tag)
     return "|".join(sorted(parts)) or None
+
+
+def kind_path(context: Context) -> tuple[str, ...]:
+    """The kinds a prompt's grades are counted in, coarse to fine.
+
+    Its task tag alone if it has one; else its clusters of meaning (if any), then its
+    template (if any).
+
+    >>> from bandit.features import featurize, parse_request
+    >>> from bandit.clusters import with_clusters
+    >>> ctx = featurize(parse_request(prompt="Translate to French: cheese"))
+    >>> kind_path(with_clusters(ctx, (2, 5)))
+    ('cluster=2', 'cluster=5', 'head=translate_to_french_cheese')
+    >>> kind_path(featurize(parse_request(prompt="hi", metadata={"task": "qa"})))
+    ('task=qa',)
+    """
+    kind = kind_of(context)
+    if kind is not None and kind.startswith("task="):
+        return (kind,)
+    clusters = tuple(context.namespaces.get(CLUSTER_NAMESPACE, ()))
+    return clusters + ((kind,) if kind is not None else ())
+
+
+def _chi2_quantile(dof: int, z: float) -> float:
+    """The chi-square quantile with ``dof`` degrees of freedom at a normal score ``z``
+    (Wilson-Hilferty)."""
+    h = 2.0 / (9.0 * dof)
+    return float(dof * (1.0 - h + z * math.sqrt(h)) ** 3)
+
+
+def refine(means: Sequence[float], strengths: Sequence[float],
+           parent: tuple[Sequence[float], Sequence[float]],
+           child: tuple[Sequence[float], Sequence[float]], *, prior_strength: float,
+           z: float = DISAGREE_Z) -> tuple[list[float], list[float]]:
+    """A finer kind's posterior from its parent's: ``(means, strengths)`` per model.
+
+    ``means`` and ``strengths`` are the parent's posterior; ``parent`` and ``child`` the
+    ``(n, sum)`` of grades per model of the parent kind (the child's among them) and of
+    the child. The child's grades are compared with the rest of the parent's: unless they
+    disagree more than chance allows (a chi-square test over the models at normal score
+    ``z``), the child *is* its parent and its grades change nothing. If they do, the
+    spread of the truth between them, ``tau2``, sets how much the parent's posterior is
+    worth as the child's prior (empirical Bayes): ``q (1 - q) / tau2`` grades, never
+    fewer than ``prior_strength`` nor more than the parent's own strength.
+
+    >>> refine([0.5, 0.5], [40.0, 40.0], ([40, 40], [20, 20]), ([20, 20], [10, 10]),
+    ...        prior_strength=8.0)
+    ([0.5, 0.5], [40.0, 40.0])
+    >>> means, _ = refine([0.5, 0.5], [40.0, 40.0], ([40, 40], [20, 20]),
+    ...                   ([20, 20], [20, 20]), prior_strength=8.0)
+    >>> [round(m, 2) for m in means]
+    [0.86, 0.86]
+    """
+    n_p, s_p = parent
+    n_c, s_c = child
+    chi2, num, den, dof = 0.0, 0.0, 0.0, 0
+    for np_, sp, nc, sc in zip(n_p, s_p, n_c, s_c, strict=True):
+        n_rest = np_ - nc
+        if nc <= 0 or n_rest <= 0:
+            continue
+        pooled = sp / np_
+        var = pooled * (1.0 - pooled) * (1.0 / nc + 1.0 / n_rest)
+        if var <= 0:
+            continue
+        d2 = (sc / nc - (sp - sc) / n_rest) ** 2
+        chi2 += d2 / var
+        num += (d2 - var) / var
+        den += 2.0 / var
+        dof += 1
+    tau2 = num / den if dof and chi2 > _chi2_quantile(dof, z) and num > 0 else 0.0
+    if tau2 <= 0:
+        return list(means), list(strengths)
+    out_means, out_strengths = [], []
+    for q, strength, n, s in zip(means, strengths, n_c, s_c, strict=True):
+        n0 = min(strength, max(prior_strength, q * (1.0 - q) / tau2))
+        out_means.append((n0 * q + s) / (n0 + n))
+        out_strengths.append(min(strength, n0 + n))
+    return out_means, out_strengths
 
 
 class KindStats:
@@ -123,6 +218,25 @@ class KindStats:
         cell[0] += 1.0
         cell[1] += float(quality)
         self._totals[kind] += 1.0
+
+    def pooled_path(self, path: Sequence[str], *, min_grades: float) -> tuple[str, ...]:
+        """The kinds a decision pools along, of a prompt's :func:`kind_path`: its template
+        alone once that has ``min_grades`` grades (as without clusters), else its clusters.
+
+        >>> stats = KindStats()
+        >>> stats.pooled_path(("cluster=1", "cluster=4", "head=x"), min_grades=1)
+        ('cluster=1', 'cluster=4')
+        >>> for q in (1.0, 0.0):
+        ...     stats.observe("head=x", "a", q)
+        >>> stats.pooled_path(("cluster=1", "cluster=4", "head=x"), min_grades=1)
+        ('head=x',)
+        """
+        path = tuple(path)
+        if len(path) < 2 or path[-1].startswith(CLUSTER_TAG):
+            return path
+        if self.counts(path[-1], ())[2] >= min_grades:
+            return path[-1:]
+        return path[:-1]
 
     def observe_prior(self, kind: str, predictions: Mapping[str, float]) -> None:
         """Add the regression's predictions for one prompt of ``kind`` (if remembered)."""

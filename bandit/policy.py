@@ -51,7 +51,7 @@ from bandit.exploration import (
     thompson,
 )
 from bandit.features import FEATURE_VERSION, Context
-from bandit.kinds import KindStats, kind_of
+from bandit.kinds import KindStats, kind_path, refine
 from bandit.reward import RewardWeights, penalty
 from bandit.vwformat import action_features, labelled, shared_line
 
@@ -380,7 +380,9 @@ class Policy:
         if not self.config.kind_pooling:
             prior = self.predict_vw_quality(context, actions)
             return _Beliefs(prior, [n0] * len(prior), 0.0, None)
-        kind = kind_of(context)
+        path = self._kinds.pooled_path(kind_path(context),
+                                       min_grades=self.config.min_kind_grades)
+        kind = path[0] if path else None
         models = [a.model for a in actions]
         ns, sums, total = self._kinds.counts(kind, models)
         if total >= self.config.min_kind_grades:
@@ -396,7 +398,16 @@ class Policy:
         else:
             prior = self.predict_vw_quality(context, actions)
         means = [(n0 * q + s) / (n0 + n) for q, n, s in zip(prior, ns, sums, strict=True)]
-        return _Beliefs(means, [n0 + n for n in ns], total, kind)
+        # Finer clusters of meaning: each one's prior is the posterior of the cluster
+        # above it, and its grades count only where they disagree with the rest of that
+        # cluster's (bandit.kinds.refine).
+        strengths = [n0 + n for n in ns]
+        for finer in path[1:]:
+            parent = (ns, sums)
+            ns, sums, _ = self._kinds.counts(finer, models)
+            means, strengths = refine(means, strengths, parent, (ns, sums),
+                                      prior_strength=n0)
+        return _Beliefs(means, strengths, total, path[-1] if path else None)
 
     def predict_vw_quality(self, context: Context, actions: tuple[Action, ...]) -> list[float]:
         """VW's predicted quality of each action, in the order of ``actions``."""
@@ -566,14 +577,16 @@ class Policy:
                     self._ws.learn_one(examples)
                 except Exception as exc:
                     raise PolicyError(f"Vowpal Wabbit failed to learn: {exc}") from exc
-                kind = (kind_of(decision.context)
-                        if self.config.kind_pooling and not revisit else None)
-                if kind is not None:
-                    self._kinds.observe(kind, decision.model, min(1.0, max(0.0, quality)))
-                    self._kinds.observe_prior(kind, dict(zip(
+                path = (kind_path(decision.context)
+                        if self.config.kind_pooling and not revisit else ())
+                if path:
+                    predictions = dict(zip(
                         (a.model for a in decision.actions),
                         self.predict_vw_quality(decision.context, decision.actions),
-                        strict=True)))
+                        strict=True))
+                    for kind in path:
+                        self._kinds.observe(kind, decision.model, min(1.0, max(0.0, quality)))
+                        self._kinds.observe_prior(kind, predictions)
             if any(outcome.get(k) is not None
                    for k in ("output_tokens", "cost_usd", "latency_ms")):
                 self._estimates.observe(

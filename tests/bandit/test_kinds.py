@@ -10,7 +10,7 @@ import pytest
 from bandit.catalog import Catalog, ModelSpec
 from bandit.exploration import ThompsonPool, thompson
 from bandit.features import featurize, parse_request
-from bandit.kinds import KindStats, kind_of
+from bandit.kinds import KindStats, kind_of, kind_path, refine
 from bandit.policy import Policy, PolicyConfig
 from bandit.reward import RewardWeights
 
@@ -265,3 +265,60 @@ def test_an_established_kinds_belief_is_the_same_for_every_prompt_of_it() -> Non
     d = policy.decide(_ctx("quiz", 10))
     policy.learn(d, 1.0, outcome={"quality": 1.0})  # the tenth counted: established
     assert policy.predict_quality(first, actions) == policy.predict_quality(second, actions)
+
+
+# -- finer kinds: clusters of meaning, coarse to fine --------------------------------------
+def test_a_path_is_the_task_tag_alone_else_the_clusters_then_the_template() -> None:
+    from bandit.clusters import with_clusters
+
+    plain = _ctx("quiz", 1)
+    assert kind_path(plain) == (kind_of(plain),)
+    assert kind_path(with_clusters(plain, (2, 7))) == (
+        "cluster=2", "cluster=7", kind_of(plain))
+    assert kind_path(with_clusters(_ctx("quiz", 1, task="t1"), (2,))) == ("task=t1",)
+    assert kind_path(featurize(parse_request(prompt=""))) == ()
+
+
+def test_a_finer_kind_that_agrees_with_its_parent_changes_nothing() -> None:
+    # 40 grades per model in the parent, 20 of them the child's, at the same rates.
+    parent = ([40.0, 40.0, 40.0], [30.0, 20.0, 10.0])
+    child = ([20.0, 20.0, 20.0], [15.0, 10.0, 5.0])
+    means, strengths = refine([0.7, 0.5, 0.3], [48.0] * 3, parent, child, prior_strength=8)
+    assert means == [0.7, 0.5, 0.3] and strengths == [48.0] * 3
+
+
+def test_a_finer_kind_that_disagrees_counts_its_own_grades_and_no_more_than_its_parent()\
+        -> None:
+    parent = ([60.0, 60.0], [30.0, 30.0])
+    child = ([30.0, 30.0], [29.0, 1.0])  # the child's best model is the other one
+    means, strengths = refine([0.5, 0.5], [68.0, 68.0], parent, child, prior_strength=8)
+    assert means[0] > 0.85 and means[1] < 0.15
+    assert all(38.0 <= s <= 68.0 for s in strengths)
+    # With few grades the same rates are not yet evidence enough.
+    few = refine([0.5, 0.5], [68.0, 68.0], parent, ([2.0, 2.0], [2.0, 0.0]),
+                 prior_strength=8)
+    assert few == ([0.5, 0.5], [68.0, 68.0])
+
+
+def test_a_policy_learns_what_a_finer_kind_wants_when_its_parent_is_mixed() -> None:
+    # One coarse cluster holds both kinds of prompt; its children tell them apart. No
+    # template helps: every prompt opens differently.
+    from bandit.clusters import with_clusters
+
+    policy = Policy(CATALOG, seed=4, weights=RewardWeights(cost=0.0))
+    rng = random.Random(0)
+
+    def ctx(kind: str, i: int) -> object:
+        text = f"{i} {rng.random()} {'riddle' if kind == 'quiz' else 'program'} please"
+        return with_clusters(featurize(parse_request(prompt=text)),
+                             (1, 2 if kind == "quiz" else 3))
+
+    for i in range(800):
+        kind = rng.choice(list(TEMPLATES))
+        d = policy.decide(ctx(kind, i))  # type: ignore[arg-type]
+        q = 1.0 if rng.random() < TRUTH[kind][d.model] else 0.0
+        policy.learn(d, q, outcome={"quality": q})
+    for kind, best in (("quiz", "a"), ("code", "c")):
+        c = ctx(kind, -1)
+        means = policy.predict_quality(c, policy.actions_for(c))  # type: ignore[arg-type]
+        assert ["a", "b", "c"][means.index(max(means))] == best
