@@ -34,7 +34,10 @@ _FIELDS = (
     "latency_ms",
     "upstream_model",
     "first_byte_timeout_s",
+    "api",
 )
+# The upstream's protocol (``api``): None is OpenAI's Chat Completions.
+APIS = ("openai", "anthropic")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class ModelSpec:
     latency_ms: float | None = None
     upstream_model: str | None = None
     first_byte_timeout_s: float | None = None
+    # The protocol the upstream speaks: None (OpenAI-compatible Chat Completions) or
+    # "anthropic" (Messages API); None keeps older catalogs' digests unchanged.
+    api: str | None = None
 
     @property
     def provider_name(self) -> str:
@@ -152,6 +158,9 @@ def parse_model(raw: Any, where: str = "model") -> ModelSpec:
     first_byte = raw.get("first_byte_timeout_s")
     if first_byte is not None and _number(first_byte, f"{where}.first_byte_timeout_s") <= 0:
         raise CatalogError(f"{where}.first_byte_timeout_s: must be > 0, got {first_byte!r}")
+    api = raw.get("api")
+    if api is not None and api not in APIS:
+        raise CatalogError(f"{where}.api: must be one of {', '.join(APIS)}, got {api!r}")
     return ModelSpec(
         name=name,
         base_url=base_url.rstrip("/") if base_url else None,
@@ -167,6 +176,7 @@ def parse_model(raw: Any, where: str = "model") -> ModelSpec:
         latency_ms=None if latency is None else _number(latency, f"{where}.latency_ms"),
         upstream_model=_optional_str(raw.get("upstream_model"), f"{where}.upstream_model"),
         first_byte_timeout_s=None if first_byte is None else float(first_byte),
+        api=None if api in (None, "openai") else str(api),
     )
 
 

@@ -6,7 +6,9 @@ version, reward weights and the compact context needed to learn from it later;
 ``learn_log`` and ``checkpoints`` which feedback the saved policy has learned;
 ``api_keys`` hashed keys bound to tenants; ``catalog_changes`` models added or removed
 at run time; ``meta`` facts every process must agree on (the feature key's
-fingerprint). Changing a table means adding an Alembic revision under ``migrations/``.
+fingerprint); ``stats_*`` the hourly and daily roll-ups the dashboard reads
+(:mod:`feedback.stats`). Changing a table means adding an Alembic revision under
+``migrations/``.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class OutcomeRow(Base):
     decision_id: Mapped[str] = mapped_column(
         String(32), ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True
     )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     input_tokens: Mapped[int | None] = mapped_column(Integer)
@@ -209,3 +211,91 @@ class DeadLetterRow(Base):
     ref: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str] = mapped_column(Text)
     record: Mapped[str] = mapped_column(Text)
+
+
+class StatsTrafficRow(Base):
+    """Decisions with their outcome and feedback, summed per hour (``grain`` ``h``) or UTC
+    day (``d``) and tenant, model, decision kind, policy version and outcome status
+    (``""``: no outcome). Rebuilt from the raw tables by :mod:`feedback.stats.rollup`."""
+
+    __tablename__ = "stats_traffic"
+
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # Unix seconds
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    policy_version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32), primary_key=True)
+    decisions: Mapped[int] = mapped_column(BigInteger)
+    exploratory: Mapped[int] = mapped_column(BigInteger)
+    feedback: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[float] = mapped_column(Float)
+    reward_sum: Mapped[float] = mapped_column(Float)
+    cost_n: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float)
+    priced_n: Mapped[int] = mapped_column(BigInteger)
+    priced_cost_usd: Mapped[float] = mapped_column(Float)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    latency_n: Mapped[int] = mapped_column(BigInteger)
+    latency_sum: Mapped[float] = mapped_column(Float)
+    ttft_n: Mapped[int] = mapped_column(BigInteger)
+    ttft_sum: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
+class StatsTaskRow(Base):
+    """Policy decisions per hour or day, tenant, task tag (``""``: none) and model."""
+
+    __tablename__ = "stats_tasks"
+
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    decisions: Mapped[int] = mapped_column(BigInteger)
+    feedback: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[float] = mapped_column(Float)
+    cost_n: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
+class StatsHistogramRow(Base):
+    """Counts per hour or day, tenant, model, ``metric`` (``latency``, ``ttft``,
+    ``propensity``) and ``bin`` (:mod:`feedback.stats.bins`)."""
+
+    __tablename__ = "stats_histograms"
+
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16), primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = {"sqlite_with_rowid": False}
+
+
+class StatsPeriodRow(Base):
+    """The hours and days whose roll-ups are built, and when each was last built."""
+
+    __tablename__ = "stats_periods"
+
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class StatsStateRow(Base):
+    """When the roll-ups were last refreshed (``name`` ``refresh``)."""
+
+    __tablename__ = "stats_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

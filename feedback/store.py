@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -92,9 +93,17 @@ def _sqlite_pragmas(wal_autocheckpoint: int | None) -> Callable[[Any, Any], None
         if wal_autocheckpoint is not None:
             cur.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
             cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        try:  # the stats' latency bins use ln(), a math function not every build has
+            cur.execute("SELECT ln(1)")
+        except sqlite3.OperationalError:
+            dbapi_connection.create_function("ln", 1, _ln, deterministic=True)
         cur.close()
 
     return on_connect
+
+
+def _ln(x: float | None) -> float | None:
+    return math.log(x) if x is not None and x > 0 else None
 
 
 def _json_dumps(value: Any) -> str:

@@ -60,6 +60,7 @@ POLICY_FILE = "policy.rbp"
 KIND_TAG = "routebandit.kind"
 VERSION_TAG = "routebandit.version"
 HISTORY_TAG = "routebandit.champion_history"
+ALIASES_TAG = "routebandit.aliases"  # on a version's run: its aliases now, comma-separated
 HISTORY_MAX = 100
 _URI_LOCK = threading.RLock()
 _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -116,6 +117,15 @@ def metric_key(name: str) -> str:
     'share.openai/gpt-4o_2024'
     """
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
+
+
+def run_title(version: int, kind: str, aliases: Sequence[str] = ()) -> str:
+    """What a policy version's run is called in MLflow's UI: what it is, not a random name.
+
+    >>> run_title(2, "train", ["challenger"])
+    'policy v2 (train, challenger)'
+    """
+    return f"policy v{version} ({', '.join([kind or 'policy', *sorted(aliases)])})"
 
 
 def version_number(ref: str | int) -> int | None:
@@ -429,6 +439,9 @@ class Tracker:
                 )
                 version = int(info.registered_model_version)
                 mlflow.set_tag(VERSION_TAG, f"v{version}")
+                mlflow.set_tag(ALIASES_TAG, "")
+                if run_name is None:  # known only now that the version is
+                    mlflow.set_tag("mlflow.runName", run_title(version, kind))
                 fig = _figure(f"v{version}", report, examples, frontier,
                               title=f"v{version} ({kind}): cost vs quality")
                 if fig is not None:
@@ -438,6 +451,50 @@ class Tracker:
                 self._set_alias(alias, version)
         self._blobs[version] = blob
         return self.show(version)
+
+    def _sync_aliases(self, *versions: int | None) -> None:
+        """Write each version's aliases into its run: the ``routebandit.aliases`` tag,
+        and the run's name when routebandit named it (``policy v2 (train, champion)``)."""
+        with _translated():
+            for n in dict.fromkeys(v for v in versions if v is not None):
+                mv = self.client.get_model_version(self.model_name, str(n))
+                run = self.client.get_run(str(mv.run_id))
+                aliases = sorted(mv.aliases or ())
+                self.client.set_tag(run.info.run_id, ALIASES_TAG, ",".join(aliases))
+                if (run.info.run_name or "").startswith(f"policy v{n} ("):
+                    kind = str(run.data.tags.get(KIND_TAG, ""))
+                    self.client.update_run(run.info.run_id, name=run_title(n, kind, aliases))
+
+    def recent_versions(self, limit: int = 200) -> list[VersionInfo]:
+        """The newest ``limit`` versions with their runs' params, metrics and tags, newest
+        first, in two searches (:meth:`list_versions` reads every run on its own)."""
+        with _translated():
+            found = self.client.search_model_versions(f"name='{self.model_name}'")
+            newest = sorted(found, key=lambda mv: -int(mv.version))[:limit]
+            if not newest:
+                return []
+            # (the search leaves the versions' aliases out: the registered model has them)
+            held = self.client.get_registered_model(self.model_name).aliases or {}
+            runs: dict[str, Any] = {}
+            ids = [str(mv.run_id) for mv in newest]
+            for start in range(0, len(ids), 100):
+                chunk = ", ".join(f"'{i}'" for i in ids[start:start + 100])
+                for run in self.client.search_runs([self.experiment_id()],
+                                                   f"attributes.run_id IN ({chunk})",
+                                                   max_results=100):
+                    runs[run.info.run_id] = run
+        out = []
+        for mv in newest:
+            found_run = runs.get(str(mv.run_id))
+            tags = dict(found_run.data.tags) if found_run is not None else {}
+            out.append(VersionInfo(
+                version=int(mv.version), run_id=str(mv.run_id),
+                aliases=tuple(sorted(a for a, n in held.items() if int(n) == int(mv.version))),
+                created_ms=int(mv.creation_timestamp or 0), kind=str(tags.get(KIND_TAG, "")),
+                params=dict(found_run.data.params) if found_run is not None else {},
+                metrics=dict(found_run.data.metrics) if found_run is not None else {},
+                tags=tags))
+        return out
 
     def log_run(
         self,
@@ -489,6 +546,11 @@ class Tracker:
                     metrics[f"{name}.{key}"] = float(base[key])
         frontier = [(float(p["cost_per_prompt"]), float(p["quality"]))
                     for p in doc.get("frontier", [])]
+        if run_name is None:  # e.g. "replay outcomes.csv seed 0"
+            source = Path(str(doc.get("data", {}).get("source", "") or "")).name
+            seed = doc.get("config", {}).get("seed")
+            run_name = " ".join(["replay", *([source] if source else []),
+                                 *([f"seed {seed}"] if seed is not None else [])])
         run_id = self.log_run(kind="replay", params=params, metrics=metrics,
                               frontier=frontier, run_name=run_name)
         with _translated():
@@ -579,8 +641,10 @@ class Tracker:
         if alias == CHAMPION:
             self.promote(version)
         else:
+            previous = self.alias_version(alias)
             with _translated():
                 self.client.set_registered_model_alias(self.model_name, alias, str(version))
+            self._sync_aliases(previous, version)
 
     def set_challenger(self, ref: str | int) -> VersionInfo:
         n = self.resolve(ref)
@@ -612,6 +676,7 @@ class Tracker:
                                               "routebandit.promoted_at", _now())
             if self.alias_version(CHALLENGER) == n:
                 self.client.delete_registered_model_alias(self.model_name, CHALLENGER)
+        self._sync_aliases(previous, n)
         return self.show(n)
 
     def rollback(self) -> VersionInfo:
@@ -621,10 +686,12 @@ class Tracker:
             raise TrackingError("rollback: no previous champion to restore")
         n = history.pop()
         self._write_history(history)
+        current = self.alias_version(CHAMPION)
         with _translated():
             self.client.set_registered_model_alias(self.model_name, CHAMPION, str(n))
             self.client.set_model_version_tag(self.model_name, str(n),
                                               "routebandit.rolled_back_at", _now())
+        self._sync_aliases(current, n)
         return self.show(n)
 
     def compare(self, a: str | int, b: str | int) -> list[tuple[str, str, str]]:

@@ -31,13 +31,14 @@ from serving.auth import KeyRing
 from serving.browsers import BrowserGuard
 from serving.budget import start_budgets
 from serving.cluster import ClusterSettings, make_learner, start_cluster
+from serving.dashboard import install as install_dashboard
 from serving.egress import EgressPolicy, Resolver
 from serving.feature_key import check_feature_key, load_feature_key
 from serving.lane import DirectLane, lane_routes
 from serving.limits import BodyLimit
 from serving.metrics import Metrics
 from serving.ratelimit import LimitSettings, RateLimit, counters_for
-from serving.routes import body, decisions, feedback, health, models, policy, route
+from serving.routes import body, decisions, feedback, health, models, policy, route, stats
 from serving.service import RouterService
 from serving.settings import Settings, SettingsError
 
@@ -186,6 +187,7 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> FastA
             stack.push_async_callback(service.stop)
             await start_budgets(service, pre.store, stack)
             await _start_versions(app, settings, service, pre.store, stack)
+            _start_stats(settings, service, pre.store, stack)
             log.info("routebandit serving %d models, policy %s (%d learned), database %s",
                      len(service.catalog), service.policy.version, service.policy.n_learned,
                      pre.store.engine.url.render_as_string(hide_password=True))
@@ -197,6 +199,8 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> FastA
         description=DESCRIPTION,
         version=_version(),
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own assets (install_dashboard)
+        redoc_url=None,
         **fastapi_telemetry(settings.otel),
     )
     errors.install(app)
@@ -209,12 +213,13 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> FastA
                            counters=lambda: counters_for(limits, app.state.service.store))
     # Outermost: no web page drives the service, development mode answers only this host.
     app.add_middleware(BrowserGuard, dev_mode=lambda: _dev_mode(app))
-    for module in (route, feedback, decisions, models, policy, health):
+    for module in (route, feedback, decisions, models, policy, health, stats):
         for r in module.router.routes:  # a route's one-line docstring is its summary
             if isinstance(r, APIRoute) and r.summary is None and r.description:
                 r.summary = r.description.strip().splitlines()[0]
         app.include_router(module.router)
     body.document(app, (route.RouteIn, feedback.FeedbackIn))  # validated by the routes
+    install_dashboard(app)  # /dashboard, /docs and /redoc, with their assets
     _include_gateway_routes(app)
     return app
 
@@ -237,6 +242,20 @@ def _start_wal_checkpoints(app: FastAPI, settings: Settings, service: RouterServ
     checkpointer.start()
     stack.push_async_callback(asyncio.to_thread, checkpointer.stop)
     app.state.wal_checkpointer = checkpointer
+
+
+def _start_stats(settings: Settings, service: RouterService, store: Store,
+                 stack: AsyncExitStack) -> None:
+    """Keep the dashboard's roll-ups fresh from a thread (feedback/stats/rollup.py)."""
+    if settings.stats_refresh_s <= 0:
+        return
+    from feedback.stats import Refresher, Rollup
+
+    refresher = Refresher(Rollup(store.engine), interval_s=settings.stats_refresh_s,
+                          on_refresh=lambda r: service.metrics.observe_refresh(
+                              r.seconds, hours=r.hours, skipped=r.skipped))
+    refresher.start()
+    stack.push_async_callback(asyncio.to_thread, refresher.stop)
 
 
 async def _start_versions(app: FastAPI, settings: Settings, service: RouterService,
@@ -286,10 +305,12 @@ def _include_gateway_routes(app: FastAPI) -> None:
     # The gateway authenticates itself (errors in OpenAI's format) and its router's
     # lifespan builds the Gateway on app.state.service.
     try:
-        from serving.routes import chat
+        from serving.routes import chat, messages, responses
     except ImportError:  # the gateway is optional
         return
     app.include_router(chat.router)
+    app.include_router(responses.router)  # other doors to the same gateway
+    app.include_router(messages.router)
 
 
 # OpenTelemetry's own placeholders: what its get_*_provider() return until one is set.

@@ -91,8 +91,14 @@ class KeyRing:
 
 async def authenticate(request: Request) -> Principal:
     """Dependency: the caller, also left on ``request.state`` (tenant, principal)."""
+    return await authenticate_as(request, request.headers.get("authorization"))
+
+
+async def authenticate_as(request: Request, authorization: str | None) -> Principal:
+    """The caller of ``authorization`` (``Bearer <key>``), left on ``request.state``;
+    the Messages door passes Anthropic's ``x-api-key`` in that form."""
     ring: KeyRing = request.app.state.keyring
-    principal = await ring.resolve(request.headers.get("authorization"))
+    principal = await ring.resolve(authorization)
     request.state.principal = principal
     request.state.tenant = principal.tenant
     return principal

@@ -15,6 +15,7 @@ and DNS rebinding makes a hostile name resolve to 127.0.0.1. So:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -93,10 +94,15 @@ class BrowserGuard:
 
 
 async def _refuse(scope: Scope, send: Send, status: int, field: str, message: str) -> None:
-    if scope.get("path", "").startswith("/v1/chat/"):  # the door OpenAI's clients speak
-        body = {"error": {"message": message, "type": "invalid_request_error",
-                          "param": field, "code": "forbidden" if status == 403
-                          else "unsupported_media_type"}}
+    path = scope.get("path", "")
+    if path.startswith(("/v1/chat/", "/v1/responses")):  # the doors OpenAI's clients speak
+        body: dict[str, Any] = {"error": {
+            "message": message, "type": "invalid_request_error", "param": field,
+            "code": "forbidden" if status == 403 else "unsupported_media_type"}}
+    elif path.startswith("/v1/messages"):  # the door Anthropic's clients speak
+        body = {"type": "error", "error": {
+            "type": "permission_error" if status == 403 else "invalid_request_error",
+            "message": f"{field}: {message}"}}
     else:
         kind = "forbidden" if status == 403 else "unsupported_media_type"
         body = {"error": {"type": kind, "message": f"{field}: {message}", "field": field}}

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "serving.commands.train",
     "serving.commands.evaluate",
     "serving.commands.policy",
+    "serving.commands.report",
 )
 
 

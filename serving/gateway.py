@@ -326,9 +326,12 @@ class Gateway:
     # -- the endpoint ----------------------------------------------------------------
     async def chat(
         self, body: Mapping[str, Any], *, tenant: str | None = None,
-        user_key: str | None = None,
+        user_key: str | None = None, wire: Callable[[], Wire] | None = None,
     ) -> Answer | StreamAnswer:
         """Answer one Chat Completions request (raises GatewayError / UpstreamRejected).
+
+        ``wire`` makes a fresh :class:`Wire` for each attempt's stream (another door's
+        protocol; a cascade may discard an attempt's events); default: :class:`ChatWire`.
 
         Cancelling it (the client went away) cancels the upstream call in flight, which
         is recorded as ``cancelled``; nothing is learned and no other model is tried.
@@ -412,7 +415,7 @@ class Gateway:
         client_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         return await self._attempts(request, base, plan, first, kind=kind, cascade=cascade,
                                     stream=stream, started=started, cache_key=key,
-                                    wire=ChatWire(client_usage=client_usage))
+                                    wire=wire or (lambda: ChatWire(client_usage=client_usage)))
 
     def _resolve(self, requested: str, catalog: Catalog) -> tuple[str | None, str | None]:
         if requested == AUTO:
@@ -450,7 +453,7 @@ class Gateway:
     async def _attempts(
         self, request: dict[str, Any], base: RouteRequest, plan: list[str],
         first: tuple[str, Decision] | None, *, kind: str, cascade: bool, stream: bool,
-        started: float, cache_key: str | None, wire: Wire,
+        started: float, cache_key: str | None, wire: Callable[[], Wire],
     ) -> Answer | StreamAnswer:
         loop = asyncio.get_running_loop()
         config = self.config
@@ -502,7 +505,7 @@ class Gateway:
                 max_bytes=config.max_response_bytes)
             try:
                 if stream:
-                    relay = await self._open_stream(call, payload, budget, wire)
+                    relay = await self._open_stream(call, payload, budget, wire())
                     if not collect:
                         relay.headers["x-routebandit-attempts"] = str(i + 1)
                         return relay

@@ -89,6 +89,43 @@ class Metrics:
             "routebandit_upstream_cancelled", "Upstream calls cancelled because the client "
             "went away, by model.", ["model"], registry=r,
         )
+        # What the upstream calls measured (the gateway's outcomes), by model.
+        self.upstream_calls = Counter(
+            "routebandit_upstream_calls", "Upstream model calls recorded, by model and "
+            "status (ok, error, rejected, client_error, cancelled).", ["model", "status"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "routebandit_upstream_seconds", "Duration of successful upstream calls.",
+            ["model"], buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
+            registry=r,
+        )
+        self.upstream_ttft_seconds = Histogram(
+            "routebandit_upstream_ttft_seconds", "Time to the first token of successful "
+            "upstream calls.", ["model"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0), registry=r,
+        )
+        self.upstream_cost = Counter(
+            "routebandit_upstream_cost_usd", "Cost of upstream calls (USD, list prices).",
+            ["model"], registry=r,
+        )
+        self.upstream_tokens = Counter(
+            "routebandit_upstream_tokens", "Tokens of upstream calls, by model and "
+            "direction (input, output).", ["model", "direction"], registry=r,
+        )
+        self.cooldown = Gauge(
+            "routebandit_cooldown", "1 while a model cools down after repeated failures "
+            "(skipped or probed), else 0; set when scraped.", ["model"], registry=r,
+        )
+        self.stats_refresh_seconds = Histogram(
+            "routebandit_stats_refresh_seconds", "Duration of one refresh of the stats "
+            "roll-ups (the dashboard's).", buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
+                                                   120.0), registry=r,
+        )
+        self.stats_hours_built = Counter(
+            "routebandit_stats_hours_built", "Hours of decisions rolled up (built or "
+            "rebuilt) for the stats.", registry=r,
+        )
         self._decision_children: dict[tuple[str, str], Any] = {}
         self._feedback_children: dict[str, Any] = {}
         self._reward_n = 0
@@ -113,6 +150,25 @@ class Metrics:
         self._reward_n += 1
         self._reward_total += value
         self.reward_mean.set(self._reward_total / self._reward_n)
+
+    def outcome(self, model: str, status: str, *, latency_ms: float | None,
+                ttft_ms: float | None, cost_usd: float | None, input_tokens: int | None,
+                output_tokens: int | None) -> None:
+        self.upstream_calls.labels(model, status).inc()
+        if status == "ok" and latency_ms is not None and math.isfinite(latency_ms):
+            self.upstream_seconds.labels(model).observe(latency_ms / 1000.0)
+        if status == "ok" and ttft_ms is not None and math.isfinite(ttft_ms):
+            self.upstream_ttft_seconds.labels(model).observe(ttft_ms / 1000.0)
+        if cost_usd is not None and math.isfinite(cost_usd) and cost_usd >= 0:
+            self.upstream_cost.labels(model).inc(cost_usd)
+        for direction, n in (("input", input_tokens), ("output", output_tokens)):
+            if n is not None and n >= 0:
+                self.upstream_tokens.labels(model, direction).inc(n)
+
+    def observe_refresh(self, seconds: float, *, hours: int, skipped: bool) -> None:
+        if not skipped:
+            self.stats_refresh_seconds.observe(seconds)
+            self.stats_hours_built.inc(hours)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

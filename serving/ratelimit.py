@@ -1,14 +1,16 @@
 """Rate limits per API key: requests and tokens per minute, shared by every process.
 
-Plain ASGI middleware in front of ``/v1/route``, ``/v1/chat/completions`` and
-``/v1/feedback``. The caller is the API key itself (its SHA-256, never the key), so a
-limit costs no key lookup; without a key (development mode) the client address. Each
-request counts 1 request and ``ceil(body bytes / 4)`` tokens (the prompt is nearly all
-of a body; a model's answer is not known before the call). Counters are fixed one-minute
-windows, kept in Redis when ``ROUTEBANDIT_REDIS_URL`` is set, else in the PostgreSQL
-database the processes share, else (SQLite, one process) in memory. Over a limit the
-answer is ``429`` with ``Retry-After`` (seconds to the next window) and says which
-limit, in the service's error format (OpenAI's on the chat endpoint).
+Plain ASGI middleware in front of ``/v1/route``, the gateway's doors
+(``/v1/chat/completions``, ``/v1/responses``, ``/v1/messages``) and ``/v1/feedback``.
+The caller is the API key itself (its SHA-256, never the key; ``x-api-key`` on the
+Messages door), so a limit costs no key lookup; without a key (development mode) the
+client address. Each request counts 1 request and ``ceil(body bytes / 4)`` tokens (the
+prompt is nearly all of a body; a model's answer is not known before the call).
+Counters are fixed one-minute windows, kept in Redis when ``ROUTEBANDIT_REDIS_URL`` is
+set, else in the PostgreSQL database the processes share, else (SQLite, one process) in
+memory. Over a limit the answer is ``429`` with ``Retry-After`` (seconds to the next
+window) and says which limit, in the service's error format (OpenAI's or Anthropic's on
+their doors).
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger("routebandit.ratelimit")
 
 WINDOW_S = 60
-LIMITED_PATHS = ("/v1/route", "/v1/chat/completions", "/v1/feedback")
+LIMITED_PATHS = ("/v1/route", "/v1/chat/completions", "/v1/responses", "/v1/messages",
+                 "/v1/messages/count_tokens", "/v1/feedback")
+# The doors that answer in OpenAI's error format, and those in Anthropic's.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/responses")
+ANTHROPIC_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
 
 
 class LimitSettings(BaseSettings):
@@ -166,6 +172,8 @@ def _caller(scope: Scope) -> tuple[str, int]:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             auth = value
+        elif name == b"x-api-key" and not auth:  # Anthropic's header (the Messages door)
+            auth = b"Bearer " + value
         elif name == b"content-length":
             try:
                 length = int(value)
@@ -181,9 +189,11 @@ def _caller(scope: Scope) -> tuple[str, int]:
 async def _too_many(scope: Scope, send: Send, what: str, limit: int, retry_after: int) -> None:
     message = (f"rate limit exceeded: more than {limit} {what} per minute for this API key; "
                f"retry after {retry_after} s")
-    if scope.get("path") == "/v1/chat/completions":
+    if scope.get("path") in OPENAI_PATHS:
         body: dict[str, Any] = {"error": {"message": message, "type": "rate_limit_error",
                                           "param": None, "code": "rate_limit_exceeded"}}
+    elif scope.get("path") in ANTHROPIC_PATHS:
+        body = {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
     else:
         body = {"error": {"type": "rate_limited", "message": message, "field": None,
                           "limit": what}}

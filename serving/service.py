@@ -467,6 +467,12 @@ class RouterService:
         recent = self._recent.get(decision_id)
         if stored and recent is not None and recent.outcome is None:
             self._recent.put(decision_id, recent._replace(outcome=_outcome_tuple(record)))
+        model = getattr(outcome, "model", None) or (recent.model if recent else None)
+        if stored and model is not None:
+            self.metrics.outcome(model, record.status, latency_ms=record.latency_ms,
+                                 ttft_ms=record.ttft_ms, cost_usd=record.cost_usd,
+                                 input_tokens=record.input_tokens,
+                                 output_tokens=record.output_tokens)
 
     async def feedback(
         self,

@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     split_percent: float = Field(
         0.0, ge=0, le=100, description="In ab mode, the % of user keys the challenger serves."
     )
+    stats_refresh_s: float = Field(
+        60.0, ge=0, le=3600, description="Refresh the stats roll-ups (the dashboard's) this "
+        "often; 0: never in this process (the questions then read the raw tables)."
+    )
     otel: str = Field(
         "auto", description="FastAPI's OpenTelemetry spans, metrics and logs: on, off, or "
         "auto: on when OpenTelemetry is configured when the service starts (docs/deploy.md)."

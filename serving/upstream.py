@@ -1,4 +1,6 @@
-"""The upstream client: httpx.AsyncClient speaking OpenAI's Chat Completions protocol.
+"""The upstream client: httpx.AsyncClient speaking OpenAI's Chat Completions protocol
+(or Anthropic's Messages API for a catalog model with ``api: anthropic``, translated both
+ways by :mod:`serving.native_anthropic`).
 
 Every model in the catalog names an OpenAI-compatible ``base_url`` and the environment
 variable holding its key (``api_key_env``). httpx's exceptions are translated into the
@@ -43,6 +45,8 @@ from bandit.catalog import ModelSpec
 from bandit.errors import RouteBanditError
 from serving.aiohttp_transport import AiohttpTransport
 from serving.egress import EgressError, EgressPolicy, literal_address
+from serving.native_anthropic import VERSION as ANTHROPIC_VERSION
+from serving.native_anthropic import MessagesStream, NativeFault, to_completion, to_messages
 from serving.sse import ChatStream, StreamFault, completion_fault, split
 
 T = TypeVar("T")
@@ -380,7 +384,7 @@ class Upstream:
         self._busy = [0] * len(self._clients)
         self._env = env
         self._egress = egress if egress is not None else EgressPolicy()
-        self._urls: dict[str, str] = {}  # base_url -> checked chat URL
+        self._urls: dict[tuple[str, str | None], str] = {}  # (base_url, api) -> checked URL
         self._timeout = (timeouts or Timeouts()).httpx()
 
     @property
@@ -397,11 +401,12 @@ class Upstream:
         if not spec.base_url:
             raise UpstreamConfigError(f"{spec.name}: the catalog gives it no base_url",
                                       model=spec.name)
-        url = self._urls.get(spec.base_url)
+        url = self._urls.get((spec.base_url, spec.api))
         try:
             if url is None:
                 self._egress.check_url(spec.base_url)
-                url = self._urls[spec.base_url] = f"{spec.base_url}/chat/completions"
+                path = "messages" if spec.api == "anthropic" else "chat/completions"
+                url = self._urls[(spec.base_url, spec.api)] = f"{spec.base_url}/{path}"
             key = self._egress.key(spec.api_key_env, self._env) if spec.api_key_env else None
         except EgressError as exc:
             raise _refused(exc, spec.name) from exc
@@ -412,7 +417,12 @@ class Upstream:
                     f"{spec.name}: environment variable {spec.api_key_env} is not set",
                     model=spec.name,
                 )
-            headers["authorization"] = f"Bearer {key}"
+            if spec.api == "anthropic":
+                headers["x-api-key"] = key
+            else:
+                headers["authorization"] = f"Bearer {key}"
+        if spec.api == "anthropic":
+            headers["anthropic-version"] = ANTHROPIC_VERSION
         return url, headers
 
     def _timeout_for(self, budget: Budget) -> httpx.Timeout:
@@ -472,6 +482,9 @@ class Upstream:
         not JSON). A redirect is returned as it came (it is never followed).
         """
         url, headers = self._target(spec)
+        native = spec.api == "anthropic"
+        if native:
+            payload = to_messages(payload)
         budget = budget or Budget.from_now()
         shard = self._take()
         try:
@@ -492,6 +505,12 @@ class Upstream:
         if not isinstance(body, dict):
             raise UpstreamProtocolError(f"{spec.name}: upstream answer is not a JSON object",
                                         model=spec.name)
+        if native and resp.status_code < 300:
+            try:
+                body = to_completion(body, spec.name)
+            except NativeFault as exc:
+                error = UpstreamBadAnswer if exc.error else UpstreamProtocolError
+                raise error(f"{spec.name}: {exc}", model=spec.name) from None
         fault = completion_fault(body) if resp.status_code < 300 else None
         if fault is not None:
             raise UpstreamBadAnswer(f"{spec.name}: {fault}", model=spec.name)
@@ -511,6 +530,9 @@ class Upstream:
         """
         url, headers = self._target(spec)
         headers["accept"] = "text/event-stream"
+        native = spec.api == "anthropic"
+        if native:
+            payload = to_messages(payload)
         budget = budget or Budget.from_now()
         shard = self._take()
         try:
@@ -522,8 +544,9 @@ class Upstream:
             if resp.status_code >= 400:
                 body = await self._body(spec, resp, budget).read_all()
                 raise _status_error(spec.name, resp.status_code, body, resp.headers)
-            yield _chunks(self._body(spec, resp, budget, first_by=budget.first_byte_at),
-                          spec.name)
+            read = _native_chunks if native else _chunks
+            yield read(self._body(spec, resp, budget, first_by=budget.first_byte_at),
+                       spec.name)
         finally:
             self._busy[shard] -= 1
             await resp.aclose()
@@ -638,6 +661,41 @@ async def _chunks(body: _Body, model: str) -> AsyncIterator[dict[str, Any]]:
     except StreamFault as exc:
         error = UpstreamBadAnswer if exc.error else UpstreamProtocolError
         raise error(f"{model}: {exc}", model=model) from None
+
+
+async def _native_chunks(body: _Body, model: str) -> AsyncIterator[dict[str, Any]]:
+    """An Anthropic stream's events as Chat Completions chunks, checked as they come."""
+    check = MessagesStream(model)
+    buf = b""
+    try:
+        while not check.done and (piece := await body.read()) is not None:
+            events, buf = split(buf + piece)
+            for raw in events:
+                for chunk in check.event(_event_data(raw)):
+                    body.first_by = None
+                    yield chunk
+        if not check.done and buf.strip():
+            for chunk in check.event(_event_data(buf.strip())):
+                yield chunk
+        check.end()
+        await body.drain(_DRAIN_S)
+    except NativeFault as exc:
+        error = UpstreamBadAnswer if exc.error else UpstreamProtocolError
+        raise error(f"{model}: {exc}", model=model) from None
+
+
+def _event_data(raw: bytes) -> dict[str, Any]:
+    data = b"\n".join(line[5:].lstrip(b" ") for line in raw.split(b"\n")
+                      if line.startswith(b"data:"))
+    if not data:
+        return {}  # a comment
+    try:
+        event = json.loads(data)
+    except ValueError:
+        raise NativeFault(f"malformed event: {data[:80]!r}") from None
+    if not isinstance(event, dict):
+        raise NativeFault(f"malformed event (not a JSON object): {data[:80]!r}")
+    return event
 
 
 def _status_error(model: str, status: int, body: bytes,

@@ -61,6 +61,9 @@ def _validate_stdlib(raw: bytes, model: type[M]) -> M:
         raise HTTPException(400, "There was an error parsing the body") from exc
     try:
         return model.model_validate(value, from_attributes=True)  # as FastAPI validates
+    except UnicodeEncodeError as exc:  # a lone surrogate in a key pydantic reports on
+        raise HTTPException(400, "body: holds a lone surrogate (\\ud800-\\udfff), which "
+                            "is not valid Unicode") from exc
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]

@@ -9,22 +9,26 @@ upstream has the gateway cancelled (``http.disconnect``): nobody is left to answ
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from bandit.errors import RequestError, RouteBanditError
 from serving.browsers import is_json
 from serving.errors import BodyTooLargeError, printable
-from serving.gateway import Answer, Gateway, GatewayError, StreamAnswer, UpstreamRejected
+from serving.gateway import (
+    Answer,
+    Gateway,
+    GatewayError,
+    UpstreamRejected,
+)
 from serving.gateway_settings import GatewaySettings
 from serving.requests import loads
+from serving.routes.door import EventStream, admit, unless_client_leaves
 from serving.upstream import Upstream, new_clients
 
 
@@ -75,7 +79,7 @@ def openai_error(status_code: int, message: str, *, type: str = "invalid_request
                                    "code": code}}, status_code=status_code, headers=headers)
 
 
-def _service_error(exc: Exception) -> JSONResponse:
+def service_error(exc: Exception) -> JSONResponse:
     from serving.errors import error_response
 
     status, body = error_response(exc)
@@ -87,30 +91,13 @@ def _service_error(exc: Exception) -> JSONResponse:
                         headers=None if retry is None else {"Retry-After": str(retry)})
 
 
-async def _principal(request: Request) -> None:
-    # Authenticate like every other route (tenant on request.state); apps without a key
-    # ring (tests of the gateway alone) serve everyone.
-    ring = getattr(request.app.state, "keyring", None)
-    if ring is None or getattr(request.state, "principal", None) is not None:
-        return
-    from serving.auth import DEV_PRINCIPAL, authenticate
-
-    if ring.dev_mode:
-        # Development mode (no keys exist): OpenAI clients always send *some* key (the
-        # SDK requires one), so this endpoint ignores it instead of rejecting it.
-        request.state.principal = DEV_PRINCIPAL
-        request.state.tenant = DEV_PRINCIPAL.tenant
-        return
-    await authenticate(request)
-
-
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> Response:
     """Route a Chat Completions request to a model, forward it and measure the call."""
     try:
-        await _principal(request)
+        await admit(request)
     except RouteBanditError as exc:
-        return _service_error(exc)
+        return service_error(exc)
     try:
         raw = await request.body()
     except BodyTooLargeError as exc:  # a body streamed past the limit (no Content-Length)
@@ -122,77 +109,31 @@ async def chat_completions(request: Request) -> Response:
     try:
         body: Any = loads(raw)
     except RequestError as exc:
-        return _invalid(exc)
+        return invalid_error(exc)
     if not isinstance(body, dict):
         return openai_error(400, "The request body must be a JSON object.",
                             code="invalid_json")
     gateway: Gateway = request.app.state.gateway
     try:
-        answer = await _unless_client_leaves(request, gateway, body)
+        answer = await unless_client_leaves(request, gateway, body)
     except GatewayError as exc:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
     except UpstreamRejected as exc:
         return Response(exc.body, status_code=exc.status_code, headers=exc.headers,
                         media_type=exc.headers.get("content-type", "application/json"))
     except RequestError as exc:  # a field the gateway refused
-        return _invalid(exc)
+        return invalid_error(exc)
     except RouteBanditError as exc:  # the service's own (store unavailable, policy, ...)
-        return _service_error(exc)
+        return service_error(exc)
     if answer is None:  # nobody to answer (499: nginx's "client closed request")
         return Response(status_code=499)
     if isinstance(answer, Answer):
         return Response(answer.body, media_type="application/json", headers=answer.headers)
-    return _EventStream(answer)
+    return EventStream(answer)
 
 
-async def _unless_client_leaves(request: Request, gateway: Gateway,
-                                body: dict[str, Any]) -> Answer | StreamAnswer | None:
-    """The gateway's answer, or None if the client disconnected first: then the gateway
-    is cancelled where it waits (the upstream call in flight), which it records."""
-    task = asyncio.current_task()
-    left = False
-
-    async def watch() -> None:
-        # The body has been read: what the server says next is that the client left.
-        nonlocal left
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        left = True
-        if task is not None:
-            task.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
-    try:
-        return await gateway.chat(body, tenant=getattr(request.state, "tenant", None),
-                                  user_key=getattr(request.state, "user_key", None))
-    except asyncio.CancelledError:
-        if not left:
-            raise  # the server's own cancellation (shutdown)
-        if sys.version_info >= (3, 11) and task is not None:
-            task.uncancel()
-        return None
-    finally:
-        watcher.cancel()
-
-
-def _invalid(exc: RequestError) -> JSONResponse:
+def invalid_error(exc: RequestError) -> JSONResponse:
     message = str(exc)
     field, sep, _ = message.partition(": ")
     return openai_error(400, message, param=field if sep else None,
                         code="invalid_json" if field == "body" else "invalid_value")
-
-
-class _EventStream(StreamingResponse):
-    """SSE pass-through that lets the gateway clean up even if the body never starts."""
-
-    def __init__(self, answer: StreamAnswer) -> None:
-        super().__init__(answer.events, media_type="text/event-stream",
-                         headers={**answer.headers, "cache-control": "no-cache",
-                                  "x-accel-buffering": "no"})
-        self._abandon = answer.abandon
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._abandon()

@@ -43,7 +43,13 @@ async def readyz(
 
 
 @router.get("/metrics")
-async def metrics(service: Annotated[RouterService, Depends(service_of)]) -> Response:
+async def metrics(request: Request,
+                  service: Annotated[RouterService, Depends(service_of)]) -> Response:
     """Prometheus metrics."""
     service.metrics.learn_backlog.set(service.learn_backlog)
+    breaker = getattr(getattr(request.app.state, "gateway", None), "cooldown", None)
+    if breaker is not None:  # the gateway's circuit breakers, as they stand now
+        for model in service.catalog.names:
+            service.metrics.cooldown.labels(model).set(
+                0 if breaker.state(model) == "closed" else 1)
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

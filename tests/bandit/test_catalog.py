@@ -57,3 +57,11 @@ def test_first_byte_timeout_is_a_positive_number(value: object) -> None:
     assert parse_model({"name": "m", "first_byte_timeout_s": 90}).first_byte_timeout_s == 90
     with pytest.raises(CatalogError, match="first_byte_timeout_s"):
         parse_model({"name": "m", "first_byte_timeout_s": value})
+
+
+def test_api_names_the_upstream_protocol() -> None:
+    assert parse_model({"name": "m", "api": "anthropic"}).api == "anthropic"
+    # openai is the default, stored as None: older catalogs keep their digests
+    assert parse_model({"name": "m", "api": "openai"}) == parse_model({"name": "m"})
+    with pytest.raises(CatalogError, match="api: must be one of openai, anthropic"):
+        parse_model({"name": "m", "api": "gemini"})

@@ -80,6 +80,7 @@ class Behavior:
     #                                      non-streamed body is cut mid-JSON
     error_body: bool = False           # 200 with {"error": ...} (a stream: as its event)
     huge_bytes: int = 0                # an answer this large (content of "x"s)
+    tool_call: dict[str, str] | None = None  # answer a call of this {name, arguments}
 
 
 @dataclass
@@ -185,6 +186,8 @@ def build_app(behavior: Behavior, log: Log, *, name: str = "fake", record: bool 
             return Response(status_code=499)
         text = b.text if b.text is not None else ANSWERS[b.answer]
         finish = "length" if b.answer == "truncated" and b.text is None else "stop"
+        if b.tool_call is not None:
+            text, finish = "", "tool_calls"
         words = text.split(" ") if text else []
         usage = {
             "prompt_tokens": count_prompt_tokens(body),
@@ -204,6 +207,10 @@ def build_app(behavior: Behavior, log: Log, *, name: str = "fake", record: bool 
                              "message": {"role": "assistant", "content": text,
                                          "refusal": None}}],
             }
+            if b.tool_call is not None:
+                out["choices"][0]["message"].update(
+                    content=None, tool_calls=[{"id": "call_fake1", "type": "function",
+                                               "function": dict(b.tool_call)}])
             if b.usage:
                 out["usage"] = usage
             if b.error_body:
@@ -277,6 +284,14 @@ async def _events(b: Behavior, cid: str, created: int, model: str, words: list[s
         yield b"data: " + json.dumps(ERROR_200).encode() + b"\n\n"
         return
     yield event(chunk({"role": "assistant", "content": ""}))
+    if b.tool_call is not None:
+        args = b.tool_call["arguments"]
+        yield event(chunk({"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function",
+                                           "function": {"name": b.tool_call["name"],
+                                                        "arguments": ""}}]}))
+        for i in range(0, len(args), 5):
+            yield event(chunk({"tool_calls": [{"index": 0,
+                                               "function": {"arguments": args[i:i + 5]}}]}))
     if b.huge_bytes:
         piece = "x" * 65536
         for _ in range(b.huge_bytes // len(piece) + 1):

@@ -20,7 +20,7 @@ from serving.auth import create_key
 from serving.cooldown import Cooldown
 from serving.egress import DEVELOPMENT
 from serving.gateway import Gateway, GatewayConfig
-from serving.routes import chat
+from serving.routes import chat, messages, responses
 from serving.settings import load_settings
 from serving.upstream import Timeouts, Upstream, new_client
 from tests.fakes.fake_upstream import Behavior, FakeUpstream, Log
@@ -143,7 +143,8 @@ def gateway_app(gateway: Gateway, close: Callable[[], Any]) -> FastAPI:
 
     app = FastAPI(lifespan=lifespan)
     app.state.gateway = gateway
-    app.include_router(chat.router)
+    for door in (chat, responses, messages):
+        app.include_router(door.router)
     return app
 
 

@@ -23,7 +23,7 @@ from tests.fakes.serve_process import KEY_ENV, write_catalog
 from tests.fakes.server import ServerThread
 from tests.serving.conftest import service_settings
 
-MAX_EXAMPLES = 150
+MAX_EXAMPLES = 250
 
 _surrogate = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
 _hostile_text = st.one_of(
@@ -46,8 +46,30 @@ FEEDBACK = {"decision_id": "D", "score": 0.5, "latency_ms": 10.0, "input_tokens"
             "source": "user"}
 MODEL = {"name": "new-model", "base_url": "https://api.example.com/v1",
          "api_key_env": "NEW_API_KEY", "input_price": 1.0, "output_price": 2.0}
+RESPONSES = {"model": "auto", "instructions": "be brief", "max_output_tokens": 5,
+             "input": [{"role": "user", "content": [{"type": "input_text", "text": "hello"}]},
+                       {"type": "function_call", "call_id": "c1", "name": "f",
+                        "arguments": "{}"},
+                       {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
+             "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+             "text": {"format": {"type": "json_schema", "name": "s",
+                                 "schema": {"type": "object"}}},
+             "metadata": {"k": "v"}, "routebandit": {"models": ["cheap"]}}
+MESSAGES = {"model": "auto", "max_tokens": 5, "system": [{"type": "text", "text": "brief"}],
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "hello"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                             "data": "AAAA"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "auto"}, "stop_sequences": ["END"],
+            "metadata": {"user_id": "u"}, "routebandit": {"models": ["cheap"]}}
 DOORS = {"/v1/route": ROUTE, "/v1/chat/completions": CHAT, "/v1/feedback": FEEDBACK,
-         "/v1/models": MODEL}
+         "/v1/models": MODEL, "/v1/responses": RESPONSES, "/v1/messages": MESSAGES,
+         "/v1/messages/count_tokens": MESSAGES}
 
 
 def _paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -120,7 +142,7 @@ def test_hostile_bodies_never_5xx_and_never_stop_a_worker(tmp_path: Path) -> Non
             r = http.post(door, content=raw, headers={"content-type": "application/json"})
             assert r.status_code < 500, (door, raw[:300], r.text[:300])
             seen[door] = seen.get(door, 0) + 1
-            if r.status_code >= 400:
+            if r.status_code >= 400:  # every shape, Anthropic's too, has error.message
                 assert r.json()["error"]["message"], r.text
 
         run()
