@@ -19,6 +19,7 @@ the setting that widens it, never a variable's value.
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
 import functools
 import ipaddress
@@ -169,6 +170,10 @@ class EgressPolicy:
     key_envs: tuple[str, ...] = DEFAULT_KEY_ENVS
     database_url: str | None = field(default=None, repr=False)
     resolver: Resolver = field(default=resolve_system, repr=False, compare=False)
+    # Registration waits this long for a name to resolve (a slow or absent resolver must
+    # not stall start-up or POST /v1/models); past it the name counts as not resolving
+    # now, and the connect-time check guards it as it guards any such name.
+    resolve_timeout_s: float = 2.0
 
     # -- addresses ---------------------------------------------------------------------
     def refusal(self, address: IPAddress, host: str) -> str | None:
@@ -224,10 +229,12 @@ class EgressPolicy:
         if literal is not None:
             self.check_address(literal, host)
         elif resolve:
+            port = port or (443 if parts.scheme == "https" else 80)
+            found = _RESOLVING.submit(self.admitted, host, port)
             try:
-                self.admitted(host, port or (443 if parts.scheme == "https" else 80))
-            except OSError:
-                pass
+                found.result(timeout=self.resolve_timeout_s)
+            except (OSError, concurrent.futures.TimeoutError):
+                pass  # does not resolve now: the connect-time check guards it
 
     # -- key variables -------------------------------------------------------------------
     def check_key_name(self, name: str) -> None:
@@ -258,6 +265,11 @@ class EgressPolicy:
                 self.check_url(spec.base_url, resolve=True)
         except EgressError as exc:
             raise CatalogError(f"{where}.{exc.field}: {exc}") from exc
+
+
+# Registration's name look-ups, bounded in time (a look-up past its timeout finishes here).
+_RESOLVING = concurrent.futures.ThreadPoolExecutor(max_workers=4,
+                                                   thread_name_prefix="routebandit-resolve")
 
 
 @functools.lru_cache(maxsize=1024)  # the gateway asks on every call

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -104,6 +105,22 @@ def test_development_mode_admits_loopback_only() -> None:
 def test_bad_allow_entries_are_refused(entry: str) -> None:
     with pytest.raises(ValueError, match="neither a host name"):
         parse_allow([entry])
+
+
+def test_registration_waits_for_a_slow_resolver_no_longer_than_its_timeout() -> None:
+    # A resolver that hangs (no DNS server answering) must not stall start-up or
+    # POST /v1/models: past the timeout the name counts as not resolving now.
+    release = threading.Event()
+
+    def hangs(host: str, port: int) -> list[str]:
+        release.wait(10)
+        return ["93.184.216.34"]
+
+    policy = EgressPolicy(resolver=hangs, resolve_timeout_s=0.2)
+    started = time.monotonic()
+    policy.check_url("https://api.example.com/v1", resolve=True)
+    assert time.monotonic() - started < 1.0
+    release.set()
 
 
 def test_settings_validate_and_build_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
