@@ -218,16 +218,23 @@ class ClusterTree:
         """The clusters that have not split, in id order."""
         return [n for n, kids in enumerate(self._children) if not kids]
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready state; :meth:`from_dict` restores a tree that assigns alike."""
-        return {
+    def to_dict(self, *, waiting: bool = True) -> dict[str, Any]:
+        """A JSON-ready state; :meth:`from_dict` restores a tree that assigns alike.
+
+        ``waiting=False`` leaves out the embeddings the leaves gather before they split
+        (each is one prompt's, and an embedding can give away some of its words): the
+        restored tree assigns alike, and its leaves gather afresh.
+        """
+        out = {
             "dim": self.dim, "cap": self.cap, "split_after": self.split_after,
             "seed": self.seed, "rng": self._rng.bit_generator.state,
             "centres": _encode(self._centres), "counts": list(self._counts),
             "parent": list(self._parent), "children": [list(k) for k in self._children],
-            "waiting": {str(n): _encode(np.array(w, dtype=np.float32).reshape(-1, self.dim))
+            "waiting": {str(n): _encode(np.array(w if waiting else [], dtype=np.float32)
+                                        .reshape(-1, self.dim))
                         for n, w in self._waiting.items()},
         }
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ClusterTree:

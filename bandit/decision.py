@@ -81,6 +81,8 @@ class Decision:
             "actions": [a.to_dict() for a in self.actions],
             "explored": self.explored,
             "predicted_quality": list(self.predicted_quality),
+            # Written only when there is something: payloads without it read as before.
+            **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
     @classmethod
@@ -97,4 +99,5 @@ class Decision:
             actions=tuple(Action.from_dict(a) for a in raw["actions"]),
             explored=bool(raw.get("explored", True)),
             predicted_quality=tuple(float(q) for q in raw.get("predicted_quality", ())),
+            extra=dict(raw.get("extra", {})),
         )

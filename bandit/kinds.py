@@ -84,6 +84,26 @@ def kind_of(context: Context) -> str | None:
     return "|".join(sorted(parts)) or None
 
 
+#: Where a decision's kind came from (:func:`kind_source`).
+KIND_SOURCES = ("tag", "template", "cluster", "none")
+
+
+def kind_source(kind: str | None) -> str:
+    """Where a kind came from: the caller's task ``tag``, the prompt's ``template``, a
+    ``cluster`` of meaning, or ``none``.
+
+    >>> kind_source("task=qa"), kind_source("cluster=7"), kind_source(None)
+    ('tag', 'cluster', 'none')
+    """
+    if not kind:
+        return "none"
+    if kind.startswith("task="):
+        return "tag"
+    if kind.startswith(CLUSTER_TAG):
+        return "cluster"
+    return "template"
+
+
 def kind_path(context: Context) -> tuple[str, ...]:
     """The kinds a prompt's grades are counted in, coarse to fine.
 

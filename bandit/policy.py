@@ -35,9 +35,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, cast
 
 import numpy as np
+import numpy.typing as npt
 import vowpal_wabbit_next as vw
 
 from bandit.catalog import Catalog
+from bandit.clusters import ClusterTree
 from bandit.constraints import eligible_models
 from bandit.decision import Action, Decision
 from bandit.errors import PolicyError
@@ -240,6 +242,9 @@ class Policy:
         self._catalog = catalog
         self._estimates = Estimates()
         self._kinds = KindStats()
+        # Clusters of meaning (bandit.clusters): the service's tree of prompt
+        # embeddings, saved and restored with the policy. None: no embeddings.
+        self._clusters: ClusterTree | None = None
         self._state = _State()
         self._rng = random.Random(self.seed)
         # Thompson sampling's posterior draws (numpy), kept per kind of prompt and set of
@@ -298,6 +303,26 @@ class Policy:
     @property
     def kinds(self) -> KindStats:
         return self._kinds
+
+    @property
+    def clusters(self) -> ClusterTree | None:
+        """The tree of prompt embeddings saved with this policy (None: none yet)."""
+        return self._clusters
+
+    def set_clusters(self, tree: ClusterTree | None) -> None:
+        with self._lock:
+            self._clusters = tree
+
+    def cluster_path(self, embedding: npt.ArrayLike) -> tuple[int, ...]:
+        """The clusters of an embedding, coarse to fine (``()`` without a tree)."""
+        with self._lock:  # a checkpoint may be saving the tree in another thread
+            return () if self._clusters is None else self._clusters.predict_one(embedding)
+
+    def learn_clusters(self, embedding: npt.ArrayLike) -> None:
+        """Grow the tree with an embedding (nothing without a tree)."""
+        with self._lock:
+            if self._clusters is not None:
+                self._clusters.learn_one(embedding)
 
     @property
     def feature_version(self) -> str:
@@ -529,6 +554,7 @@ class Policy:
             actions=actions,
             explored=explore,
             predicted_quality=tuple(quality),
+            extra={} if beliefs.kind is None else {"kind": beliefs.kind},
         )
 
     # -- learning --------------------------------------------------------------------
@@ -603,7 +629,7 @@ class Policy:
     def metadata(self) -> dict[str, Any]:
         with self._lock:
             state = self._rng.getstate()
-            return {
+            meta: dict[str, Any] = {
                 "format": 1,
                 "config": self.config.to_dict(),
                 "vw_args": self.config.vw_args(seed=self.seed),
@@ -621,6 +647,11 @@ class Policy:
                 "extra": self._state.extra,
                 "rng_state": [state[0], list(state[1]), state[2]],
             }
+            if self._clusters is not None:  # absent: older readers see the same header
+                # Without the leaves' gathered embeddings: a checkpoint or an MLflow
+                # version holds no single prompt's embedding (docs/service.md).
+                meta["clusters"] = self._clusters.to_dict(waiting=False)
+            return meta
 
     def to_bytes(self) -> bytes:
         """The policy with its metadata: VW model, config, catalog, estimates, RNG state."""
@@ -665,6 +696,9 @@ class Policy:
         policy._estimates = Estimates.from_dict(meta["estimates"])
         # Policies saved before kind pooling existed have no kinds: they start empty.
         policy._kinds = KindStats.from_dict(meta.get("kinds", {}))
+        # Policies saved before clusters of meaning have no tree: the service grows one.
+        if meta.get("clusters"):
+            policy._clusters = ClusterTree.from_dict(meta["clusters"])
         if "draw_rng_state" in meta:
             policy._draw_rng.bit_generator.state = meta["draw_rng_state"]
         policy._state = _State(

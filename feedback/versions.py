@@ -245,10 +245,12 @@ class Snapshotter:
     """
 
     def __init__(self, tracker: Logger, *, schedule: SnapshotSchedule | None = None,
-                 examples: Callable[[], Sequence[Any]] = tuple) -> None:
+                 examples: Callable[[], Sequence[Any]] = tuple,
+                 params: Callable[[], Mapping[str, Any]] = dict) -> None:
         self.tracker = tracker
         self.schedule = schedule or SnapshotSchedule()
         self.examples = examples
+        self.params = params  # more run parameters (the service's embedder)
         self._lock = threading.Lock()
 
     def maybe(self, policy: Policy) -> Any:
@@ -266,6 +268,7 @@ class Snapshotter:
                 return None
             version = self.tracker.log_policy_version(
                 copy, examples=self.examples(), kind="snapshot",
-                params={"snapshot.reason": reason})
+                params={**self.params(), "snapshot.reason": reason,
+                        "clusters": len(copy.clusters) if copy.clusters is not None else 0})
             self.schedule.mark(copy.n_learned)
             return version

@@ -33,6 +33,7 @@ from serving.budget import start_budgets
 from serving.cluster import ClusterSettings, make_learner, start_cluster
 from serving.dashboard import install as install_dashboard
 from serving.egress import EgressPolicy, Resolver
+from serving.embedder import make_embedder
 from serving.feature_key import check_feature_key, load_feature_key
 from serving.lane import DirectLane, lane_routes
 from serving.limits import BodyLimit
@@ -172,6 +173,9 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> FastA
             decision_cache_size=settings.decision_cache_size,
             commit_timeout_s=settings.commit_timeout_s,
             shutdown_timeout_s=settings.shutdown_timeout_s,
+            # Loads wordllama (embedder: local) or vets the endpoint (openai), or raises
+            # EmbedderError naming the setting: start-up fails.
+            embedder=await asyncio.to_thread(make_embedder, settings, egress=pre.egress),
         )
         app.state.settings = settings
         app.state.service = service
@@ -180,10 +184,15 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> FastA
         service.vet_model = functools.partial(pre.egress.check_model, env=os.environ)
         async with AsyncExitStack() as stack:
             stack.callback(pre.store.close)
+            if service.embedder is not None:
+                stack.push_async_callback(service.embedder.aclose)
             # Before service.start: stops after service.stop, with the writer's last batch.
             _start_wal_checkpoints(app, settings, service, pre.store, stack)
             await service.start(lambda: _policy_factory(settings, pre.catalog))
             await start_cluster(app, service, cluster, stack)  # stops after service.stop
+            coordinator = getattr(app.state, "cluster", None)
+            if coordinator is not None:  # only the leader grows the tree of meaning
+                service.may_grow_clusters = lambda: bool(coordinator.learner.leader)
             stack.push_async_callback(service.stop)
             await start_budgets(service, pre.store, stack)
             await _start_versions(app, settings, service, pre.store, stack)

@@ -24,11 +24,23 @@ class Metrics:
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=r,
         )
+        # Clusters of meaning (serving/embedder.py): where each decision's kind came from
+        # (tag, template, cluster, none; never a cluster's id), and the embeddings that
+        # fell back (timeout, error, malformed) so the decision went on without one.
+        self.decision_kind_sources = Counter(
+            "routebandit_decision_kind_sources", "Decisions by where the prompt's kind came "
+            "from: tag, template, cluster or none.", ["source"], registry=r,
+        )
+        self.embed_fallbacks = Counter(
+            "routebandit_embed_fallbacks", "Prompt embeddings that failed, by embedder and "
+            "reason (timeout, error, malformed); the decision went on without clusters.",
+            ["embedder", "reason"], registry=r,
+        )
         self.feedback = Counter(
             "routebandit_feedback", "Feedback received, by result.", ["result"], registry=r,
         )
         self.reward = Histogram(
-            "routebandit_reward", "Rewards of accepted feedback (mean = sum / count).",
+            "routebandit_reward", "Rewards of accepted feedback (mean: routebandit_reward_mean).",
             buckets=(-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 0.9, 1.0), registry=r,
         )
         self.reward_mean = Gauge(
@@ -128,6 +140,7 @@ class Metrics:
         )
         self._decision_children: dict[tuple[str, str], Any] = {}
         self._feedback_children: dict[str, Any] = {}
+        self._kind_source_children: dict[str, Any] = {}
         self._reward_n = 0
         self._reward_total = 0.0
 
@@ -135,6 +148,13 @@ class Metrics:
         child = self._decision_children.get((model, kind))
         if child is None:  # labels() costs a lock and a lookup; cache the children
             child = self._decision_children[(model, kind)] = self.decisions.labels(model, kind)
+        child.inc()
+
+    def kind_source(self, source: str) -> None:
+        child = self._kind_source_children.get(source)
+        if child is None:
+            child = self._kind_source_children[source] = (
+                self.decision_kind_sources.labels(source))
         child.inc()
 
     def feedback_result(self, result: str) -> None:

@@ -4,7 +4,9 @@ It owns the live policy (and its swap), the group-commit writer, the recent-deci
 cache and the background learner. Its two entry points for other front ends (the
 ``/v1/chat/completions`` gateway) are :meth:`RouterService.route` and
 :meth:`RouterService.record_outcome`; both are coroutines that never block the event
-loop for more than a policy call (~100 us).
+loop for more than a policy call (~100 us) and, in ``route``, the local embedding of
+the bounded prompt (~180 us, serving/embedder.py); a remote embedding is awaited, for
+at most its timeout.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple, Protocol
 
 from bandit.catalog import Catalog, ModelSpec, parse_model
+from bandit.clusters import ClusterTree, with_clusters
 from bandit.decision import Decision
 from bandit.errors import CatalogError, RequestError
 from bandit.features import featurize, parse_request
+from bandit.kinds import kind_source
 from bandit.policy import Policy
 from bandit.reward import RewardWeights
 from feedback.errors import (
@@ -48,6 +52,7 @@ from feedback.rewards import Chosen, feedback_reward
 from feedback.store import Store
 from feedback.versions import CHALLENGER, SHADOW, Arms
 from feedback.writer import BatchWriter
+from serving.embedder import EMPTY, NOTHING, OK, Embedded, Embedder
 from serving.metrics import Metrics
 
 log = logging.getLogger("routebandit.service")
@@ -239,6 +244,7 @@ class RouterService:
         decision_cache_size: int = 50_000,
         commit_timeout_s: float = 10.0,
         shutdown_timeout_s: float = 30.0,
+        embedder: Embedder | None = None,
     ) -> None:
         if default_profile not in profiles:
             raise RequestError(f"default_profile: {default_profile!r} is not a profile")
@@ -278,6 +284,10 @@ class RouterService:
         # Checks a model (and where it came from) before it joins the catalog, raising
         # CatalogError: the upstream egress policy (serving/egress.py), set by the app.
         self.vet_model: Callable[[ModelSpec, str], None] | None = None
+        # Clusters of meaning: prompts are embedded, placed in the live policy's tree and
+        # (where may_grow_clusters says so: the cluster's leader) grow it.
+        self.embedder = embedder
+        self.may_grow_clusters: Callable[[], bool] = lambda: True
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, make_policy: Callable[[], Policy]) -> None:
@@ -406,7 +416,16 @@ class RouterService:
         if self.budgets is not None:
             weights = self.budgets.apply(tenant, weights)
         context = featurize(req, key=self._feature_key)
-        policy = self.policy
+        embedded = NOTHING
+        if self.embedder is not None:
+            embedded = await self._embed(req.last_user)
+        policy = self.policy  # after the await: a swap meanwhile is served at once
+        if embedded.vector is not None:
+            path = self._clusters_of(policy, embedded)
+            if path is None:
+                embedded = Embedded(None, "malformed")
+            elif path:
+                context = with_clusters(context, path)
         user_key = request.user_key or _meta(request.metadata, "user_key", "user")
         arm: str | None = None
         shadow: Decision | None = None
@@ -422,6 +441,11 @@ class RouterService:
                 routed = self.arms().route(context, user_key=user_key, weights=weights,
                                            allow=allow)
                 decision, arm, shadow = routed.served, routed.arm, routed.shadow
+        if embedded.vector is not None and self.may_grow_clusters():
+            policy.learn_clusters(embedded.vector)
+        if self.embedder is not None:  # marked on the decision, kept in its payload
+            decision = replace(decision, extra={**decision.extra, "embedding": embedded.status})
+        self.metrics.kind_source(kind_source(decision.extra.get("kind")))
         decision_id = new_decision_id()  # UUIDv7: 74 random bits, time-ordered (ids.py)
         pending = PendingDecision(
             decision_id=decision_id, decision=decision, tenant=tenant,
@@ -438,6 +462,25 @@ class RouterService:
         self.metrics.decision(decision.model, kind)
         self.metrics.decision_seconds.observe(time.perf_counter() - started)
         return decision_id, decision
+
+    async def _embed(self, text: str) -> Embedded:
+        assert self.embedder is not None
+        embedded = await self.embedder.embed(text)
+        if embedded.status not in (OK, EMPTY):
+            self.metrics.embed_fallbacks.labels(self.embedder.name, embedded.status).inc()
+        return embedded
+
+    def _clusters_of(self, policy: Policy, embedded: Embedded) -> tuple[int, ...] | None:
+        """The embedding's clusters in the policy's tree (grown from the first embedding
+        if the policy has none); None (counted) if it does not fit the tree."""
+        assert embedded.vector is not None and self.embedder is not None
+        if policy.clusters is None and self.may_grow_clusters():
+            policy.set_clusters(ClusterTree(embedded.vector.size, seed=policy.seed))
+        try:
+            return policy.cluster_path(embedded.vector)
+        except RequestError:  # another length than the tree's (the endpoint changed model)
+            self.metrics.embed_fallbacks.labels(self.embedder.name, "malformed").inc()
+            return None
 
     def _forced(self, policy: Policy, model: str, context: Any, weights: RewardWeights) -> Decision:
         if model not in self._catalog:
@@ -699,6 +742,14 @@ def apply_changes(
             except CatalogError as exc:
                 log.warning("ignoring a stored catalog change: %s", exc)
     return catalog
+
+
+def meaning(decision: Decision) -> dict[str, Any]:
+    """A decision's kind of prompt, where it came from and its embedding's fate, as the
+    route answer and the audit view show them."""
+    kind = decision.extra.get("kind")
+    return {"prompt_kind": kind, "prompt_kind_source": kind_source(kind),
+            "embedding": decision.extra.get("embedding", "off")}
 
 
 def _meta(metadata: Mapping[str, Any] | None, *keys: str) -> str | None:

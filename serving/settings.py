@@ -71,7 +71,21 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "exploration": EXPLORATIONS,
     "otel": ("auto", "on", "off"),
     "split_mode": ("off", "shadow", "ab"),
+    "embedder": ("local", "none", "openai"),
 }
+
+
+class EmbedderOpenAI(BaseModel):
+    """An OpenAI-compatible embeddings endpoint (``embedder: openai``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1 "
+                                 "(``/embeddings`` is appended); vetted by the egress policy.")
+    model: str | None = Field(None, description="e.g. text-embedding-3-small.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the key.")
+    timeout_s: float = Field(0.25, gt=0, le=10, description="Longest a decision waits for "
+                             "an embedding; past it the decision goes on without one.")
 
 
 class Settings(BaseSettings):
@@ -142,6 +156,12 @@ class Settings(BaseSettings):
         60.0, ge=0, le=3600, description="Refresh the stats roll-ups (the dashboard's) this "
         "often; 0: never in this process (the questions then read the raw tables)."
     )
+    embedder: str = Field(
+        "local", description="Embeds prompts for clusters of meaning (docs/service.md): "
+        "local (wordllama, in process, never downloads), openai (embedder_openai) or none.")
+    embedder_openai: EmbedderOpenAI = Field(
+        EmbedderOpenAI(base_url=None, model=None, api_key_env=None, timeout_s=0.25),
+        description="embedder: openai: base_url, model, api_key_env, timeout_s.")
     otel: str = Field(
         "auto", description="FastAPI's OpenTelemetry spans, metrics and logs: on, off, or "
         "auto: on when OpenTelemetry is configured when the service starts (docs/deploy.md)."

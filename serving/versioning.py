@@ -89,6 +89,8 @@ class VersionManager:
             schedule=SnapshotSchedule(every_n=snapshot_every, every_s=snapshot_interval_s,
                                       min_s=snapshot_min_interval_s),
             examples=self._recent_examples,
+            params=lambda: {"embedder": getattr(getattr(service, "embedder", None), "name",
+                                                "none")},
         )
         self._since = datetime.now(timezone.utc)
         self._task: asyncio.Task[None] | None = None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 
 from serving.auth import Principal, authenticate
 from serving.dependencies import service_of
-from serving.service import RouterService
+from serving.service import RouterService, meaning
 
 router = APIRouter(tags=["audit"])
 
@@ -32,6 +32,7 @@ async def get_decision(
         "user_key": rec.user_key,
         "task": rec.task,
         "kind": rec.kind,
+        **meaning(d),
         "model": d.model,
         "probability": d.probability,
         "pmf": [{"model": m, "probability": p} for m, p in d.pmf],

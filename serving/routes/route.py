@@ -19,7 +19,7 @@ from serving.requests import (
     check_tenant,
 )
 from serving.routes.body import INVALID, DirectRoute, openapi_body, parse
-from serving.service import RouteRequest, RouterService
+from serving.service import RouteRequest, RouterService, meaning
 
 router = APIRouter(tags=["routing"], route_class=DirectRoute)
 
@@ -66,6 +66,8 @@ class RouteOut(BaseModel):
                 "decision_id": "6f1c3e0b9a2d4c58b7e1f0a3c2d4e5f6", "model": "gpt-4o-mini",
                 "probability": 0.81, "policy_version": "local", "feature_version": "f1",
                 "kind": "policy",
+                "prompt_kind": "cluster=17", "prompt_kind_source": "cluster",
+                "embedding": "ok",
                 "ranking": [{"model": "gpt-4o-mini", "probability": 0.81},
                             {"model": "gpt-4o", "probability": 0.19}],
             }]
@@ -79,6 +81,13 @@ class RouteOut(BaseModel):
     policy_version: str
     feature_version: str
     kind: str
+    prompt_kind: str | None = Field(
+        None, description="The kind of prompt the policy pooled grades over (its finest).")
+    prompt_kind_source: str = Field(
+        "none", description="Where that kind came from: tag, template, cluster or none.")
+    embedding: str = Field(
+        "off", description="ok, off (no embedder), empty (a blank turn), or why it fell "
+        "back: timeout, error, malformed (the decision then went on without clusters).")
 
 
 @router.post("/v1/route", response_model=None,
@@ -109,5 +118,5 @@ async def route(request: Request) -> Response:
         "decision_id": decision_id, "model": d.model, "probability": d.probability,
         "ranking": [{"model": m, "probability": p} for m, p in d.ranking],
         "policy_version": d.policy_version, "feature_version": d.feature_version,
-        "kind": "policy",
+        "kind": "policy", **meaning(d),
     }), media_type="application/json")
