@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -14,32 +13,10 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.fake_upstream import FakeUpstream
-from tests.serving.gateway_stack import Stack, reset, start_stack, started_fakes, wait_until
+from tests.serving.gateway_stack import Stack, wait_until
 
 FULL = "The quick brown fox jumps over the lazy dog."
 USER = [{"role": "user", "content": "Tell me about foxes"}]
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, FakeUpstream]]:
-    yield from started_fakes()
-
-
-@pytest.fixture(scope="module")
-def module_stack(fakes: dict[str, FakeUpstream]) -> Iterator[Stack]:
-    s = start_stack(fakes, preference=["mid", "big", "cheap"], transport="aiohttp")
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def stack(module_stack: Stack) -> Stack:
-    for fake in module_stack.fakes.values():
-        reset(fake)
-    module_stack.router.routes.clear()
-    module_stack.router.outcomes.clear()
-    return module_stack
 
 
 def _events(raw: str) -> list[dict[str, Any]]:

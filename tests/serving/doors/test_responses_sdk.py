@@ -5,40 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.fakes.fake_upstream import FakeUpstream
-from tests.serving.gateway_stack import Stack, reset, start_stack, started_fakes
+from tests.serving.gateway_stack import Stack
 
 FULL = "The quick brown fox jumps over the lazy dog."
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                           "required": ["city"]}}
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[dict[str, FakeUpstream]]:
-    yield from started_fakes()
-
-
-@pytest.fixture(scope="module")
-def module_stack(fakes: dict[str, FakeUpstream]) -> Iterator[Stack]:
-    s = start_stack(fakes, preference=["mid", "big", "cheap"], transport="aiohttp")
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def stack(module_stack: Stack) -> Stack:
-    for fake in module_stack.fakes.values():
-        reset(fake)
-    module_stack.router.routes.clear()
-    return module_stack
 
 
 def test_create_translates_both_ways_and_is_measured(stack: Stack) -> None:
