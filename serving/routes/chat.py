@@ -10,7 +10,7 @@ upstream has the gateway cancelled (``http.disconnect``): nobody is left to answ
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -24,7 +24,9 @@ from serving.gateway import (
     Answer,
     Gateway,
     GatewayError,
+    StreamAnswer,
     UpstreamRejected,
+    Wire,
 )
 from serving.gateway_settings import GatewaySettings
 from serving.requests import loads
@@ -94,6 +96,20 @@ def service_error(exc: Exception) -> JSONResponse:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> Response:
     """Route a Chat Completions request to a model, forward it and measure the call."""
+    body = await openai_body(request)
+    if isinstance(body, Response):
+        return body
+    answer = await forward(request, body)
+    if isinstance(answer, Answer):
+        return Response(answer.body, media_type="application/json", headers=answer.headers)
+    if isinstance(answer, StreamAnswer):
+        return EventStream(answer)
+    return answer
+
+
+async def openai_body(request: Request) -> dict[str, Any] | Response:
+    """The caller admitted and the request's JSON object, else the error to answer in
+    OpenAI's shape (the doors OpenAI's clients speak share this)."""
     try:
         await admit(request)
     except RouteBanditError as exc:
@@ -113,12 +129,18 @@ async def chat_completions(request: Request) -> Response:
     if not isinstance(body, dict):
         return openai_error(400, "The request body must be a JSON object.",
                             code="invalid_json")
+    return body
+
+
+async def forward(request: Request, chat: dict[str, Any],
+                  wire: Callable[[], Wire] | None = None) -> Answer | StreamAnswer | Response:
+    """The gateway's answer to a chat-shaped request, or its error in OpenAI's shape."""
     gateway: Gateway = request.app.state.gateway
     try:
-        answer = await unless_client_leaves(request, gateway, body)
+        answer = await unless_client_leaves(request, gateway, chat, wire)
     except GatewayError as exc:
         return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
-    except UpstreamRejected as exc:
+    except UpstreamRejected as exc:  # an OpenAI-compatible upstream's own error body
         return Response(exc.body, status_code=exc.status_code, headers=exc.headers,
                         media_type=exc.headers.get("content-type", "application/json"))
     except RequestError as exc:  # a field the gateway refused
@@ -127,9 +149,7 @@ async def chat_completions(request: Request) -> Response:
         return service_error(exc)
     if answer is None:  # nobody to answer (499: nginx's "client closed request")
         return Response(status_code=499)
-    if isinstance(answer, Answer):
-        return Response(answer.body, media_type="application/json", headers=answer.headers)
-    return EventStream(answer)
+    return answer
 
 
 def invalid_error(exc: RequestError) -> JSONResponse:
