@@ -11,6 +11,11 @@ model has exact online ridge fits of its answer length (priced models) and of it
 cost (models without list prices) on :func:`describe` of the prompt: its size and its
 dense sketch, which separates kinds of prompts. The fits take over from the pooled
 figures once a model has :data:`MIN_FIT_OBSERVATIONS` outcomes.
+
+Evidence ages (``memory``): once a model has ``memory`` outcomes, each new one counts as
+much as before and the older ones fade in proportion (exponential forgetting with a
+half-life of about ``0.69 * memory`` outcomes), so a model whose answers grow longer or
+whose calls grow dearer is followed at a bounded rate however long its history.
 """
 
 from __future__ import annotations
@@ -63,12 +68,28 @@ class _Ridge:
         prior = np.full(dim, 1.0 / ridge)
         prior[0] = 1e4
         self.inv: FloatArray = np.diag(prior)
+        self._prior_precision: FloatArray = np.diag(1.0 / prior)
         self.b: FloatArray = np.zeros(dim)
         self.theta: FloatArray = np.zeros(dim)
         self.n = 0.0
         self.y_max = 0.0
 
-    def add(self, x: FloatArray, y: float) -> None:
+    def add(self, x: FloatArray, y: float, memory: float = 0.0) -> None:
+        if memory and self.n + 1.0 > memory:
+            # Least squares with forgetting: every old observation is weighted by
+            # ``keep``, and the ridge prior keeps its full weight, so that directions the
+            # recent prompts do not explore stay as regularised as at the start (plain
+            # exponential forgetting would blow their variance up).
+            keep = max(0.0, memory - 1.0) / self.n
+            precision = np.linalg.inv(self.inv)
+            precision = keep * precision + (1.0 - keep) * self._prior_precision
+            precision += np.outer(x, x)
+            self.inv = np.asarray(np.linalg.inv(precision), dtype=np.float64)
+            self.b = keep * self.b + y * x
+            self.theta = self.inv @ self.b
+            self.n = self.n * keep + 1.0
+            self.y_max = max(self.y_max, y)
+            return
         v = self.inv @ x
         self.inv -= np.outer(v, v) / (1.0 + float(x @ v))
         self.b += y * x
@@ -103,7 +124,11 @@ class _Stat:
     n: float = 0.0
     total: float = 0.0
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, memory: float = 0.0) -> None:
+        if memory and self.n + 1.0 > memory:
+            keep = max(0.0, memory - 1.0) / self.n
+            self.n *= keep
+            self.total *= keep
         self.n += 1.0
         self.total += value
 
@@ -122,7 +147,14 @@ class _Line:
     sxx: float = 0.0
     sxy: float = 0.0
 
-    def add(self, x: float, y: float) -> None:
+    def add(self, x: float, y: float, memory: float = 0.0) -> None:
+        if memory and self.n + 1.0 > memory:
+            keep = max(0.0, memory - 1.0) / self.n
+            self.n *= keep
+            self.sx *= keep
+            self.sy *= keep
+            self.sxx *= keep
+            self.sxy *= keep
         self.n += 1.0
         self.sx += x
         self.sy += y
@@ -178,6 +210,8 @@ class Estimates:
     # mean per model misprices every kind of prompt but the most frequent one.
     output_fit: dict[str, _Ridge] = field(default_factory=dict)
     cost_fit: dict[str, _Ridge] = field(default_factory=dict)
+    # Outcomes per model at most before the old ones fade (0: never).
+    memory: float = 0.0
     # The trusted fits of a list of models stacked into one matrix (see fitted), until
     # the next observation.
     _stacks: dict[tuple[tuple[str, bool], ...], tuple[list[int], FloatArray, FloatArray]] = (
@@ -199,14 +233,24 @@ class Estimates:
         """
         x = describe(input_tokens or 0.0, sketch)
         self._stacks.clear()
+        memory = self.memory
         if output_tokens is not None and output_tokens >= 0:
-            self.output_tokens.setdefault(model, _Stat()).add(float(output_tokens))
-            self._fit(self.output_fit, model).add(x, float(output_tokens) / _TOKENS_SCALE)
+            self.output_tokens.setdefault(model, _Stat()).add(float(output_tokens), memory)
+            self._fit(self.output_fit, model).add(x, float(output_tokens) / _TOKENS_SCALE,
+                                                  memory)
         if cost_usd is not None and cost_usd >= 0:
-            self.cost.setdefault(model, _Line()).add(float(input_tokens or 0), cost_usd)
-            self._fit(self.cost_fit, model).add(x, float(cost_usd) / _COST_SCALE)
+            self.cost.setdefault(model, _Line()).add(float(input_tokens or 0), cost_usd,
+                                                     memory)
+            self._fit(self.cost_fit, model).add(x, float(cost_usd) / _COST_SCALE, memory)
         if latency_ms is not None and latency_ms >= 0:
-            self.latency.setdefault(model, _Stat()).add(float(latency_ms))
+            self.latency.setdefault(model, _Stat()).add(float(latency_ms), memory)
+
+    def forget(self, model: str) -> None:
+        """Drop everything measured of ``model``: it is estimated from the catalog again."""
+        for table in (self.output_tokens, self.cost, self.latency, self.output_fit,
+                      self.cost_fit):
+            table.pop(model, None)
+        self._stacks.clear()
 
     @staticmethod
     def _fit(table: dict[str, _Ridge], model: str) -> _Ridge:

@@ -37,6 +37,14 @@ allows (:func:`refine`). Once the template has ``min_kind_grades`` grades, it al
 pooled, exactly as without clusters (:meth:`KindStats.pooled_path`).
 
 Only the grade of the model that was chosen is ever counted.
+
+Evidence ages (``memory``): once a model has ``memory`` grades on a kind, each new grade
+weighs as much as before and the old ones fade in proportion (their counts are scaled
+so the total stays at ``memory``): an exponential forgetting with a half-life of about
+``0.69 * memory`` of that model's grades there, so a kind's mean follows a model that
+drifts at a bounded rate however long its history. A change that is abrupt is caught
+sooner by :mod:`bandit.drift`, which has :meth:`KindStats.forget_model` drop what the
+kinds knew of a model.
 """
 
 from __future__ import annotations
@@ -200,8 +208,10 @@ class KindStats:
     [0.6, 0.2, None]
     """
 
-    def __init__(self, max_kinds: int = MAX_KINDS) -> None:
+    def __init__(self, max_kinds: int = MAX_KINDS, *, memory: float = 0.0) -> None:
         self.max_kinds = max_kinds
+        # Grades per kind and model at most before the old ones fade (0: never).
+        self.memory = float(memory)
         # kind -> model -> [n, sum of grades, n predictions, sum of predictions];
         # ordered by last update (LRU).
         self._table: OrderedDict[str, dict[str, list[float]]] = OrderedDict()
@@ -235,9 +245,49 @@ class KindStats:
                 return
             del self._seen_once[digest]
         cell = self._row(kind).setdefault(model, [0.0, 0.0, 0.0, 0.0])
+        before = cell[0]
+        if self.memory and before + 1.0 > self.memory:
+            # Old grades fade so that the count stays at ``memory``: the new one counts
+            # as much as any grade ever did.
+            scale = max(0.0, self.memory - 1.0) / before
+            cell[0] *= scale
+            cell[1] *= scale
         cell[0] += 1.0
         cell[1] += float(quality)
-        self._totals[kind] += 1.0
+        self._totals[kind] += cell[0] - before
+
+    def baseline(self, path: Sequence[str], model: str,
+                 min_grades: float) -> float | None:
+        """The mean grade of ``model`` on the finest kind of ``path`` where it has at
+        least ``min_grades`` grades (None: nowhere yet).
+
+        >>> stats = KindStats()
+        >>> for q in (1.0, 1.0, 0.0):
+        ...     stats.observe("head=x", "a", q)
+        >>> stats.baseline(("cluster=1", "head=x"), "a", 2), stats.baseline(("head=x",), "a", 5)
+        (0.5, None)
+        """
+        for kind in reversed(tuple(path)):
+            row = self._table.get(kind)
+            cell = row.get(model) if row is not None else None
+            if cell is not None and cell[0] >= min_grades:
+                return cell[1] / cell[0]
+        return None
+
+    def forget_model(self, model: str) -> None:
+        """Drop every grade and prediction of ``model`` on every kind (the others' stay).
+
+        >>> stats = KindStats()
+        >>> for m in ("a", "a", "b", "b"):
+        ...     stats.observe("head=x", m, 1.0)
+        >>> stats.forget_model("a")
+        >>> stats.counts("head=x", ["a", "b"])
+        ([0.0, 2.0], [0.0, 2.0], 2.0)
+        """
+        for kind, row in self._table.items():
+            cell = row.pop(model, None)
+            if cell is not None:
+                self._totals[kind] -= cell[0]
 
     def pooled_path(self, path: Sequence[str], *, min_grades: float) -> tuple[str, ...]:
         """The kinds a decision pools along, of a prompt's :func:`kind_path`: its template
@@ -263,8 +313,13 @@ class KindStats:
         if kind not in self._table:
             return
         row = self._row(kind)
+        memory = self.memory
         for model, q in predictions.items():
             cell = row.setdefault(model, [0.0, 0.0, 0.0, 0.0])
+            if memory and cell[2] + 1.0 > memory:
+                scale = max(0.0, memory - 1.0) / cell[2]
+                cell[2] *= scale
+                cell[3] *= scale
             cell[2] += 1.0
             cell[3] += float(q)
 
@@ -291,14 +346,14 @@ class KindStats:
         return ns, sums, self._totals[kind]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_kinds": self.max_kinds,
+        return {"max_kinds": self.max_kinds, "memory": self.memory,
                 "kinds": [[k, {m: list(c) for m, c in row.items()}]
                           for k, row in self._table.items()],
                 "seen_once": list(self._seen_once)}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> KindStats:
-        out = cls(int(raw.get("max_kinds", MAX_KINDS)))
+        out = cls(int(raw.get("max_kinds", MAX_KINDS)), memory=float(raw.get("memory", 0.0)))
         for kind, row in raw.get("kinds", []):
             out._table[str(kind)] = {str(m): [float(x) for x in c] for m, c in row.items()}
             out._totals[str(kind)] = sum(c[0] for c in row.values())

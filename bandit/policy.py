@@ -42,6 +42,7 @@ from bandit.catalog import Catalog
 from bandit.clusters import ClusterTree
 from bandit.constraints import eligible_models
 from bandit.decision import Action, Decision
+from bandit.drift import MIN_BASELINE_GRADES, ChangeDetector, ChangeEvent
 from bandit.errors import PolicyError
 from bandit.estimates import Estimates, describe
 from bandit.exploration import (
@@ -102,6 +103,16 @@ class PolicyConfig:
     min_kind_grades: int = 20
     # Thompson sampling's pmf is estimated from this many posterior draws.
     thompson_draws: int = 64
+    # Evidence that ages (docs/policy.md, "Adapting to change"): a model's grades on a
+    # kind, and its measured cost, latency and answer length, count up to this many;
+    # beyond, the oldest fade (0: nothing is ever forgotten).
+    kind_memory: int = 400
+    estimate_memory: int = 1000
+    # A model whose grades shift (bandit.drift: a two-sided CUSUM per model) has its
+    # quality forgotten and learned afresh, as an operator's reset-model would.
+    detect_changes: bool = True
+    change_threshold: float = 8.0
+    change_drift: float = 0.25
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -124,10 +135,19 @@ class PolicyConfig:
         if self.min_kind_grades < 0:
             raise PolicyError("min_kind_grades: must be >= 0, "
                               f"got {self.min_kind_grades!r}")
-        for name in ("gamma_scale", "learning_rate", "softmax_lambda", "prior_strength"):
+        for name in ("kind_memory", "estimate_memory"):
+            value = getattr(self, name)
+            if value != 0 and not 50 <= value <= 10_000_000:
+                raise PolicyError(f"{name}: must be 0 (never forget) or between 50 and "
+                                  f"10000000, got {value!r}")
+        for name in ("gamma_scale", "learning_rate", "softmax_lambda", "prior_strength",
+                     "change_threshold"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise PolicyError(f"{name}: must be a positive number, got {value!r}")
+        if not (math.isfinite(self.change_drift) and 0 <= self.change_drift < 1):
+            raise PolicyError(f"change_drift: must be a number in [0, 1), "
+                              f"got {self.change_drift!r}")
         for pair in self.interactions:
             if len(pair) < 2 or not pair.isalpha():
                 raise PolicyError(f"interactions: {pair!r} is not a pair of namespace letters")
@@ -195,6 +215,8 @@ def _combine(quality: list[float], actions: tuple[Action, ...],
 
 #: Thompson draw pools kept at most (a pool is 64 rows of draws for each model).
 MAX_POOLS = 256
+#: Change events a policy remembers (the newest), in its checkpoints and versions.
+MAX_CHANGE_EVENTS = 100
 
 
 class _Beliefs(NamedTuple):
@@ -240,8 +262,15 @@ class Policy:
         self.weights = weights or RewardWeights()
         self.seed = int(seed)
         self._catalog = catalog
-        self._estimates = Estimates()
-        self._kinds = KindStats()
+        self._estimates = Estimates(memory=self.config.estimate_memory)
+        self._kinds = KindStats(memory=self.config.kind_memory)
+        # Adapting to change (bandit.drift): the detector's sums per model, each model's
+        # generation (bumped by reset_model: a new identity for VW), the events so far.
+        self._detector = ChangeDetector(threshold=self.config.change_threshold,
+                                        drift=self.config.change_drift)
+        self._generations: dict[str, int] = {}
+        self._changes: list[ChangeEvent] = []
+        self._change_counts: dict[str, int] = {}
         # Clusters of meaning (bandit.clusters): the service's tree of prompt
         # embeddings, saved and restored with the policy. None: no embeddings.
         self._clusters: ClusterTree | None = None
@@ -356,7 +385,9 @@ class Policy:
         catalog = self._catalog
         built_for, text = self._action_text
         if built_for is not catalog:
-            text = {spec.name: action_features(spec) for spec in catalog}
+            gens = self._generations
+            text = {spec.name: action_features(spec, generation=gens.get(spec.name, 0))
+                    for spec in catalog}
             self._action_text = (catalog, text)
         estimates = self._estimates
         input_tokens, max_tokens = context.input_tokens, context.max_tokens
@@ -606,13 +637,19 @@ class Policy:
                 path = (kind_path(decision.context)
                         if self.config.kind_pooling and not revisit else ())
                 if path:
+                    grade = min(1.0, max(0.0, quality))
+                    changed = self._watch(decision.model, path, grade)
                     predictions = dict(zip(
                         (a.model for a in decision.actions),
                         self.predict_vw_quality(decision.context, decision.actions),
                         strict=True))
                     for kind in path:
-                        self._kinds.observe(kind, decision.model, min(1.0, max(0.0, quality)))
+                        self._kinds.observe(kind, decision.model, grade)
                         self._kinds.observe_prior(kind, predictions)
+                    if changed is not None:
+                        # After the grade is counted: the grades that told of the change
+                        # are forgotten with the rest.
+                        self._reset(decision.model, source="detected", direction=changed)
             if any(outcome.get(k) is not None
                    for k in ("output_tokens", "cost_usd", "latency_ms")):
                 self._estimates.observe(
@@ -624,6 +661,73 @@ class Policy:
                     sketch=decision.context.dense.get(SKETCH_NAMESPACE),
                 )
             self._state.n_learned += 1
+
+    # -- adapting to change -----------------------------------------------------------
+    def _watch(self, model: str, path: tuple[str, ...], grade: float) -> str | None:
+        """Feed the change detector one grade's surprise against the model's mean on the
+        finest kind where it has enough grades; the direction of a detected change."""
+        if not self.config.detect_changes:
+            return None
+        baseline = self._kinds.baseline(path, model, MIN_BASELINE_GRADES)
+        if baseline is None:
+            return None
+        return self._detector.observe(model, grade - baseline)
+
+    def _reset(self, model: str, *, source: str, direction: str) -> ChangeEvent:
+        self._kinds.forget_model(model)
+        self._detector.reset(model)
+        self._generations[model] = self._generations.get(model, 0) + 1
+        self._action_text = (None, {})  # the model's identity feature changed
+        self._pools.clear()
+        seq = (self._changes[-1].seq if self._changes else 0) + 1
+        event = ChangeEvent(seq=seq, model=model, at=self._state.n_learned, source=source,
+                            direction=direction)
+        self._changes.append(event)
+        del self._changes[:-MAX_CHANGE_EVENTS]
+        self._change_counts[model] = self._change_counts.get(model, 0) + 1
+        return event
+
+    def reset_model(self, model: str, *, estimates: bool = True) -> ChangeEvent:
+        """Declare ``model`` changed: forget what was learned of its quality (its grades on
+        every kind, and VW's weights for it, by giving it a new identity) and, with
+        ``estimates``, its measured cost, latency and answer length; every other model's
+        evidence stays. It is explored again as a model with a short history would be.
+
+        >>> from bandit.catalog import Catalog
+        >>> policy = Policy(Catalog.from_dict({"models": [{"name": "a"}, {"name": "b"}]}))
+        >>> policy.reset_model("a").to_dict()
+        {'seq': 1, 'model': 'a', 'at': 0, 'source': 'operator', 'direction': 'reset'}
+        """
+        with self._lock:
+            if model not in self._catalog.names:
+                raise PolicyError(f"model: {model!r} is not in the catalog "
+                                  f"(models: {', '.join(self._catalog.names)})")
+            if estimates:
+                self._estimates.forget(model)
+            return self._reset(model, source="operator", direction="reset")
+
+    @property
+    def changes(self) -> tuple[ChangeEvent, ...]:
+        """The newest change events (at most :data:`MAX_CHANGE_EVENTS`), oldest first."""
+        with self._lock:
+            return tuple(self._changes)
+
+    @property
+    def change_seq(self) -> int:
+        """The number of the newest change event (0: none yet)."""
+        with self._lock:
+            return self._changes[-1].seq if self._changes else 0
+
+    def changes_detected(self) -> dict[str, int]:
+        """Changes per model since this policy began (detected and declared)."""
+        with self._lock:
+            return dict(self._change_counts)
+
+    def change_statistic(self, model: str) -> float:
+        """The change detector's sum for ``model`` (it detects a change above
+        ``config.change_threshold``)."""
+        with self._lock:
+            return self._detector.statistic(model)
 
     # -- persistence -----------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -640,6 +744,10 @@ class Policy:
                 "catalog_digest": self._catalog.digest(),
                 "estimates": self._estimates.to_dict(),
                 "kinds": self._kinds.to_dict(),
+                "drift": {"detector": self._detector.to_dict(),
+                          "generations": dict(self._generations),
+                          "events": [e.to_dict() for e in self._changes],
+                          "counts": dict(self._change_counts)},
                 "draw_rng_state": self._draw_rng.bit_generator.state,
                 "n_learned": self._state.n_learned,
                 "version": self._state.version,
@@ -696,6 +804,16 @@ class Policy:
         policy._estimates = Estimates.from_dict(meta["estimates"])
         # Policies saved before kind pooling existed have no kinds: they start empty.
         policy._kinds = KindStats.from_dict(meta.get("kinds", {}))
+        # How long evidence lasts is the configuration's, whatever the saved tables say.
+        policy._estimates.memory = float(policy.config.estimate_memory)
+        policy._kinds.memory = float(policy.config.kind_memory)
+        drift = meta.get("drift") or {}
+        policy._detector = ChangeDetector.from_dict(
+            drift.get("detector", {}), threshold=policy.config.change_threshold,
+            drift=policy.config.change_drift)
+        policy._generations = {str(m): int(g) for m, g in drift.get("generations", {}).items()}
+        policy._changes = [ChangeEvent.from_dict(e) for e in drift.get("events", [])]
+        policy._change_counts = {str(m): int(n) for m, n in drift.get("counts", {}).items()}
         # Policies saved before clusters of meaning have no tree: the service grows one.
         if meta.get("clusters"):
             policy._clusters = ClusterTree.from_dict(meta["clusters"])

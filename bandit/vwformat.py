@@ -79,16 +79,24 @@ def _dense_line(n: int) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def action_features(spec: ModelSpec) -> str:
+def action_features(spec: ModelSpec, *, generation: int = 0) -> str:
     """The feature text of one action (without a label).
+
+    ``generation`` counts the times the model was declared changed
+    (:meth:`bandit.policy.Policy.reset_model`): from the first on, its identity is a new
+    feature, so what VW learned of the model as it was no longer speaks for it.
 
     >>> from bandit.catalog import ModelSpec
     >>> action_features(ModelSpec(name="m", input_price=1.0, capabilities=frozenset({"json"})))
     '|a m=m p=unknown lp:0.693147 cw:9.01104 cap=json'
+    >>> action_features(ModelSpec(name="m"), generation=2)
+    '|a m=m%g2 p=unknown lp:0 cw:9.01104'
     """
     caps = " ".join(f"cap={c}" for c in sorted(spec.capabilities))
+    # "%g" never comes out of escape(): no model name can collide with a generation.
+    name = escape(spec.name) + (f"%g{generation}" if generation else "")
     a = (
-        f"|a m={escape(spec.name)} p={escape(spec.provider_name)}"
+        f"|a m={name} p={escape(spec.provider_name)}"
         f" lp:{math.log1p(spec.input_price + spec.output_price):.6g}"
         f" cw:{math.log1p(spec.context_window):.6g}"
     )
