@@ -20,7 +20,8 @@ import yaml
 
 from bandit.errors import CatalogError
 
-KNOWN_CAPABILITIES = frozenset({"vision", "tools", "json", "audio", "reasoning"})
+#: What a model can take or do beyond plain text in, text out (see ModelSpec).
+KNOWN_CAPABILITIES = frozenset({"vision", "tools", "json", "audio", "file", "reasoning"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 _FIELDS = (
     "name",
@@ -35,9 +36,12 @@ _FIELDS = (
     "upstream_model",
     "first_byte_timeout_s",
     "api",
+    "cached_input_price",
+    "cache_write_price",
+    "max_output_tokens",
 )
 # The upstream's protocol (``api``): None is OpenAI's Chat Completions.
-APIS = ("openai", "anthropic")
+APIS = ("openai", "anthropic", "gemini")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,16 @@ class ModelSpec:
     latency of a typical call, used until the router has measured the model itself.
     ``first_byte_timeout_s`` overrides the gateway's wait for a stream's first chunk
     (a reasoning model may think for a minute before it sends one).
+
+    ``capabilities`` are what the model takes or does beyond text in, text out:
+    ``vision`` (image parts), ``audio`` (audio parts or audio output), ``file`` (file
+    and document parts, such as a PDF), ``tools`` (tool definitions), ``json`` (JSON
+    mode and ``json_schema`` structured output) and ``reasoning`` (reasoning parameters:
+    an effort or a thinking budget). A model that states none serves only requests that
+    need none: a capability is never assumed, so an older catalog keeps routing what it
+    did, and a request needing what it does not state gets a 4xx naming the capability.
+    ``max_output_tokens``, when stated, bounds the output a request may ask for; the
+    prompt plus the requested output must always fit ``context_window``.
 
     >>> spec = ModelSpec(name="small", input_price=0.15, output_price=0.6)
     >>> round(spec.call_cost_usd(input_tokens=1000, output_tokens=500), 6)
@@ -68,8 +82,15 @@ class ModelSpec:
     upstream_model: str | None = None
     first_byte_timeout_s: float | None = None
     # The protocol the upstream speaks: None (OpenAI-compatible Chat Completions) or
-    # "anthropic" (Messages API); None keeps older catalogs' digests unchanged.
+    # "anthropic" (Messages API) or "gemini" (generateContent); None keeps older
+    # catalogs' digests unchanged.
     api: str | None = None
+    # Prompt tokens read from / written to the provider's prompt cache, USD per million
+    # (None: charged at input_price; left out of to_dict, so older digests stay).
+    cached_input_price: float | None = None
+    cache_write_price: float | None = None
+    # The longest answer the model gives (None: not stated, only the window bounds it).
+    max_output_tokens: int | None = None
 
     @property
     def provider_name(self) -> str:
@@ -88,9 +109,28 @@ class ModelSpec:
         """The model name sent upstream (defaults to the catalog name)."""
         return self.upstream_model or self.name
 
-    def call_cost_usd(self, *, input_tokens: float, output_tokens: float) -> float:
-        """Cost of one call in USD from list prices (per million tokens)."""
-        return (input_tokens * self.input_price + output_tokens * self.output_price) / 1e6
+    def call_cost_usd(self, *, input_tokens: float, output_tokens: float,
+                      cached_input_tokens: float = 0.0, cache_write_tokens: float = 0.0,
+                      ) -> float:
+        """Cost of one call in USD from list prices (per million tokens).
+
+        ``cached_input_tokens`` (read from the prompt cache) and ``cache_write_tokens``
+        (written to it) are counted in ``input_tokens`` and charged at
+        ``cached_input_price`` and ``cache_write_price`` when the catalog gives them.
+
+        >>> spec = ModelSpec(name="m", input_price=1.0, cached_input_price=0.1)
+        >>> round(spec.call_cost_usd(input_tokens=1000, output_tokens=0,
+        ...                          cached_input_tokens=800), 6)
+        0.00028
+        """
+        cached = min(max(0.0, cached_input_tokens), input_tokens)
+        written = min(max(0.0, cache_write_tokens), input_tokens - cached)
+        read_price = self.input_price if self.cached_input_price is None \
+            else self.cached_input_price
+        write_price = self.input_price if self.cache_write_price is None \
+            else self.cache_write_price
+        return ((input_tokens - cached - written) * self.input_price + cached * read_price
+                + written * write_price + output_tokens * self.output_price) / 1e6
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -158,9 +198,13 @@ def parse_model(raw: Any, where: str = "model") -> ModelSpec:
     first_byte = raw.get("first_byte_timeout_s")
     if first_byte is not None and _number(first_byte, f"{where}.first_byte_timeout_s") <= 0:
         raise CatalogError(f"{where}.first_byte_timeout_s: must be > 0, got {first_byte!r}")
+    max_output = raw.get("max_output_tokens")
     api = raw.get("api")
     if api is not None and api not in APIS:
         raise CatalogError(f"{where}.api: must be one of {', '.join(APIS)}, got {api!r}")
+    cached_price, write_price = (
+        None if raw.get(key) is None else _number(raw[key], f"{where}.{key}")
+        for key in ("cached_input_price", "cache_write_price"))
     return ModelSpec(
         name=name,
         base_url=base_url.rstrip("/") if base_url else None,
@@ -177,6 +221,10 @@ def parse_model(raw: Any, where: str = "model") -> ModelSpec:
         upstream_model=_optional_str(raw.get("upstream_model"), f"{where}.upstream_model"),
         first_byte_timeout_s=None if first_byte is None else float(first_byte),
         api=None if api in (None, "openai") else str(api),
+        cached_input_price=cached_price,
+        cache_write_price=write_price,
+        max_output_tokens=None if max_output is None else int(
+            _number(max_output, f"{where}.max_output_tokens", minimum=1, integer=True)),
     )
 
 

@@ -20,11 +20,18 @@ class RequestError(RouteBanditError, ValueError):
 
 
 class NoEligibleModelError(RouteBanditError):
-    """No model in the catalog satisfies the request's hard constraints."""
+    """No model in the catalog satisfies the request's hard constraints.
 
-    def __init__(self, message: str, *, reasons: dict[str, str]) -> None:
+    ``reasons`` says why for each model; ``needs`` names what the request asked that no
+    allowed model offers (capabilities, ``max_output_tokens`` or ``context_window``),
+    empty when each model fails for its own reason.
+    """
+
+    def __init__(self, message: str, *, reasons: dict[str, str],
+                 needs: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.reasons = dict(reasons)
+        self.needs = tuple(needs)
 
 
 class PolicyError(RouteBanditError):

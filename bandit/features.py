@@ -119,6 +119,15 @@ class Request:
     needs_vision: bool = False
     needs_json: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
+    needs_audio: bool = False
+    needs_file: bool = False
+    needs_reasoning: bool = False
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The capabilities the answer needs (see :class:`bandit.catalog.ModelSpec`)."""
+        return _needs(self.needs_vision, self.needs_tools, self.needs_json,
+                      self.needs_audio, self.needs_file, self.needs_reasoning)
 
     @property
     def last_user(self) -> str:
@@ -132,16 +141,32 @@ class Request:
         return len(self.system) + sum(len(t) for _, t in self.turns)
 
 
-def _content_text(content: Any, where: str) -> tuple[str, bool]:
-    """Text of a message's content and whether it holds an image."""
+_CAPABILITY_NAMES = ("vision", "tools", "json", "audio", "file", "reasoning")
+
+
+@functools.lru_cache(maxsize=64)
+def _needs(*flags: bool) -> frozenset[str]:
+    return frozenset(name for name, on in zip(_CAPABILITY_NAMES, flags, strict=True) if on)
+
+
+# The parts that need a capability, by type: Chat Completions' names and those of the
+# other front doors (Responses, Messages), should a translated request carry them.
+_IMAGE, _AUDIO, _FILE = 1, 2, 4
+_PART_NEEDS = {"image_url": _IMAGE, "image": _IMAGE, "input_image": _IMAGE,
+               "input_audio": _AUDIO, "audio": _AUDIO,
+               "file": _FILE, "input_file": _FILE, "document": _FILE}
+
+
+def _content_text(content: Any, where: str) -> tuple[str, int]:
+    """Text of a message's content and the kinds of its other parts (_IMAGE | ...)."""
     if content is None:
-        return "", False
+        return "", 0
     if isinstance(content, str):
-        return content, False
+        return content, 0
     if not isinstance(content, list):
         raise RequestError(f"{where}.content: must be a string or a list of parts")
     texts: list[str] = []
-    image = False
+    kinds = 0
     for j, part in enumerate(content):
         if not isinstance(part, Mapping):
             raise RequestError(f"{where}.content[{j}]: must be an object with a 'type'")
@@ -151,11 +176,11 @@ def _content_text(content: Any, where: str) -> tuple[str, bool]:
             if not isinstance(text, str):
                 raise RequestError(f"{where}.content[{j}].text: must be a string")
             texts.append(text)
-        elif kind in ("image_url", "image", "input_image"):
-            image = True
-        elif not isinstance(kind, str):
+        elif not isinstance(kind, str):  # (a list or an object is no dict key either)
             raise RequestError(f"{where}.content[{j}].type: must be a string")
-    return "\n".join(texts), image
+        else:
+            kinds |= _PART_NEEDS.get(kind, 0)
+    return "\n".join(texts), kinds
 
 
 def parse_request(
@@ -166,10 +191,23 @@ def parse_request(
     tools: Sequence[Any] | None = None,
     response_format: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    reasoning_effort: str | None = None,
+    modalities: Sequence[str] | None = None,
 ) -> Request:
     """Validate an OpenAI-style request into a :class:`Request`.
 
-    Exactly one of ``messages`` and ``prompt`` is required. Errors name the bad field:
+    Exactly one of ``messages`` and ``prompt`` is required. What the answer needs is
+    read from the request: image, audio and file parts, ``tools``, a JSON
+    ``response_format`` (``json_object`` or ``json_schema``), a ``reasoning_effort`` and
+    ``"audio"`` among the output ``modalities``:
+
+    >>> req = parse_request(messages=[{"role": "user", "content": [
+    ...     {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}}]}],
+    ...     reasoning_effort="low", response_format={"type": "json_schema"})
+    >>> sorted(req.needs)
+    ['audio', 'json', 'reasoning']
+
+    Errors name the bad field:
 
     >>> parse_request(messages=[{"role": "robot", "content": "hi"}])
     Traceback (most recent call last):
@@ -181,7 +219,7 @@ function, system, tool, user; got 'robot'
         raise RequestError("messages: give exactly one of 'messages' or 'prompt'")
     system_parts: list[str] = []
     turns: list[tuple[str, str]] = []
-    vision = False
+    parts = 0
     if prompt is not None:
         if not isinstance(prompt, str):
             raise RequestError("prompt: must be a string")
@@ -201,8 +239,8 @@ function, system, tool, user; got 'robot'
                 raise RequestError(
                     f"{where}.role: must be one of {', '.join(sorted(_ROLES))}; got {got}"
                 )
-            text, image = _content_text(msg.get("content"), where)
-            vision = vision or image
+            text, kinds = _content_text(msg.get("content"), where)
+            parts |= kinds
             if role in ("system", "developer"):
                 system_parts.append(text)
             else:
@@ -216,6 +254,13 @@ function, system, tool, user; got 'robot'
         if not isinstance(response_format, Mapping):
             raise RequestError("response_format: must be an object with a 'type'")
         needs_json = response_format.get("type") in ("json_object", "json_schema")
+    if reasoning_effort is not None and not isinstance(reasoning_effort, str):
+        raise RequestError("reasoning_effort: must be a string such as 'low' or 'high'")
+    if modalities is not None and (
+        isinstance(modalities, (str, bytes)) or not isinstance(modalities, Sequence)
+        or not all(isinstance(m, str) for m in modalities)
+    ):
+        raise RequestError("modalities: must be a list of strings such as 'text', 'audio'")
     meta: dict[str, str] = {}
     for key, value in (metadata or {}).items():
         if value is None:
@@ -228,9 +273,12 @@ function, system, tool, user; got 'robot'
         turns=tuple(turns),
         max_tokens=max_tokens,
         needs_tools=bool(tools),
-        needs_vision=vision,
+        needs_vision=bool(parts & _IMAGE),
         needs_json=needs_json,
         metadata=meta,
+        needs_audio=bool(parts & _AUDIO) or "audio" in (modalities or ()),
+        needs_file=bool(parts & _FILE),
+        needs_reasoning=reasoning_effort is not None,
     )
 
 
@@ -242,6 +290,9 @@ class Context:
     (words; with their bigrams, see below), ``q`` its last paragraph, ``s`` the system
     prompt and ``t`` categorical tags (tenant, task, script, language). ``numeric``
     holds real-valued features. The remaining fields carry what hard constraints need.
+    ``needs_audio``, ``needs_file`` and ``needs_reasoning`` came later: they are stored
+    (and their ``numeric`` features present) only when set, so the context of a request
+    needing none of them is exactly what it was before they existed.
 
     ``bigrams`` names the namespaces whose tokens stand for themselves followed by
     every adjacent pair (``a_b``): :func:`featurize` keeps ``u``'s words only and the
@@ -261,6 +312,20 @@ class Context:
     feature_version: str = FEATURE_VERSION
     dense: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     bigrams: frozenset[str] = frozenset()
+    needs_audio: bool = False
+    needs_file: bool = False
+    needs_reasoning: bool = False
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The capabilities a model must have to serve this request.
+
+        >>> sorted(Context(namespaces={}, numeric={}, input_tokens=1, needs_tools=True,
+        ...                needs_file=True).needs)
+        ['file', 'tools']
+        """
+        return _needs(self.needs_vision, self.needs_tools, self.needs_json,
+                      self.needs_audio, self.needs_file, self.needs_reasoning)
 
     def tokens(self, namespace: str) -> tuple[str, ...]:
         """A namespace's tokens as VW sees them (with bigrams where ``bigrams`` says).
@@ -291,6 +356,9 @@ class Context:
         }
         if self.bigrams:
             out["bigrams"] = sorted(self.bigrams)
+        for name in _LATER_NEEDS:
+            if getattr(self, name):
+                out[name] = True
         return out
 
     @classmethod
@@ -306,7 +374,14 @@ class Context:
             feature_version=str(raw.get("feature_version", FEATURE_VERSION)),
             dense={k: tuple(float(x) for x in v) for k, v in raw.get("dense", {}).items()},
             bigrams=frozenset(str(n) for n in raw.get("bigrams", ())),
+            needs_audio=bool(raw.get("needs_audio", False)),
+            needs_file=bool(raw.get("needs_file", False)),
+            needs_reasoning=bool(raw.get("needs_reasoning", False)),
         )
+
+
+# Needs added after feature version f2: stored, and featurized, only when set.
+_LATER_NEEDS = ("needs_audio", "needs_file", "needs_reasoning")
 
 
 def estimate_tokens(text: str) -> int:
@@ -604,6 +679,14 @@ def featurize(request: Request, *, key: bytes | None = None) -> Context:
         "vision": 1.0 if request.needs_vision else 0.0,
         "json": 1.0 if request.needs_json else 0.0,
     }
+    # Features of the later needs exist only when set (VW reads a missing one as 0), so
+    # a request needing none of them featurizes byte for byte as before (still f2).
+    if request.needs_audio:
+        numeric["audio"] = 1.0
+    if request.needs_file:
+        numeric["file"] = 1.0
+    if request.needs_reasoning:
+        numeric["reasoning"] = 1.0
     language = _language(words, word_set)
     # Coarse, low-dimensional tags let the policy separate kinds of traffic after a
     # handful of examples: the opening words of the turn and of its last paragraph
@@ -652,4 +735,7 @@ def featurize(request: Request, *, key: bytes | None = None) -> Context:
         needs_json=request.needs_json,
         feature_version=FEATURE_VERSION if key is None else KEYED_FEATURE_VERSION,
         bigrams=_U_BIGRAMS if key is None else frozenset(),
+        needs_audio=request.needs_audio,
+        needs_file=request.needs_file,
+        needs_reasoning=request.needs_reasoning,
     )

@@ -106,7 +106,7 @@ class PolicyConfig:
     # Evidence that ages (docs/policy.md, "Adapting to change"): a model's grades on a
     # kind, and its measured cost, latency and answer length, count up to this many;
     # beyond, the oldest fade (0: nothing is ever forgotten).
-    kind_memory: int = 400
+    kind_memory: int = 1000
     estimate_memory: int = 1000
     # A model whose grades shift (bandit.drift: a two-sided CUSUM per model) has its
     # quality forgotten and learned afresh, as an operator's reset-model would.

@@ -17,6 +17,23 @@ fresh policy seeded alike:
 3. **Evaluate greedily on test** (``explore=False``), without learning: the mean quality
    and mean cost per prompt of the chosen models give one point of the frontier.
 
+**Clusters of meaning.** Given one embedding per prompt (``replay(embeddings=...)``;
+the command computes them with the service's embedder), prompts are placed in a
+:class:`~bandit.clusters.ClusterTree` exactly as the service places them: train prompts
+in the train order, each assigned *before* the tree learns it, then test prompts
+assigned by the tree as train left it (it stops growing when the policy stops
+learning). The tree grows the same whatever the bandit chooses, so one tree serves every
+cost weight. :class:`ClusterReport` says what it found.
+
+**Changes** (:class:`Change`, ``ReplayConfig.changes``) show how a configuration reacts
+when the world moves under it: from a train step on, a model's answers are all wrong
+(``degrade``), a model joins the catalog (``add``: it is not offered before), or a
+model's list prices change (``price``: its cost per prompt is then the catalog's
+``call_cost_usd`` of the prompt's tokens and the answer's ``output_chars / 4``). The
+bandit's online stream meets each change at its step; the test split, and every
+baseline, see the world after all of them (:func:`world_after`). :class:`ChangeReport`
+follows the changed model's share of the bandit's train decisions after the change.
+
 Baselines share the prompts, the features and the metric code
 (:mod:`bandit.frontier`): every single model, uniform random routing, a **per-task
 table** (full information plus the task label: the best model per task on train), the
@@ -29,10 +46,12 @@ prompt, then picks ``argmax predicted quality - w * expected cost`` on test for 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +61,7 @@ import vowpal_wabbit_next as vw
 
 from bandit.catalog import Catalog, ModelSpec
 from bandit.ceiling import ceiling_weights, task_breakpoints, within_task_auc
+from bandit.clusters import DEFAULT_CAP, DEFAULT_SPLIT_AFTER, ClusterTree, with_clusters
 from bandit.decision import Decision
 from bandit.errors import PolicyError, RequestError
 from bandit.estimates import Estimates, describe
@@ -72,6 +92,47 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
+CHANGE_KINDS = ("degrade", "add", "price")
+#: The share of decisions a changed model must cross: below 10% after it degrades,
+#: above 50% after it is added (price changes have none).
+CHANGE_THRESHOLDS: Mapping[str, float] = {"degrade": 0.10, "add": 0.50}
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change of the world at a train step (0 = before the first train decision).
+
+    >>> Change("price", "gpt-4", 500, input_price=1.0, output_price=2.0).label
+    'price:gpt-4@500=1,2'
+    """
+
+    kind: str
+    model: str
+    step: int
+    input_price: float | None = None
+    output_price: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CHANGE_KINDS:
+            raise RequestError(f"change: kind must be one of {list(CHANGE_KINDS)}, "
+                               f"got {self.kind!r}")
+        if self.step < 0:
+            raise RequestError(f"change {self.label}: the step must be >= 0")
+        priced = self.input_price is not None and self.output_price is not None
+        if (self.kind == "price") != priced:
+            raise RequestError(f"change {self.label}: a price change, and only one, "
+                               "needs both prices")
+        if priced and not (0 <= float(self.input_price or 0) < float("inf")
+                           and 0 <= float(self.output_price or 0) < float("inf")):
+            raise RequestError(f"change {self.label}: prices must be finite and >= 0")
+
+    @property
+    def label(self) -> str:
+        prices = ("" if self.input_price is None or self.output_price is None
+                  else f"={self.input_price:g},{self.output_price:g}")
+        return f"{self.kind}:{self.model}@{self.step}{prices}"
+
+
 @dataclass(frozen=True)
 class ReplayConfig:
     """How a replay runs.
@@ -88,6 +149,8 @@ class ReplayConfig:
     task_tag: bool = False
     full_info_passes: int = 1
     full_info_learning_rate: float = 0.05
+    changes: tuple[Change, ...] = ()
+    change_window: int = 100
 
     def __post_init__(self) -> None:
         if self.passes < 1:
@@ -104,6 +167,13 @@ class ReplayConfig:
                                f"got {self.full_info_learning_rate!r}")
         if self.curve_every < 1:
             raise RequestError(f"curve_every: must be at least 1, got {self.curve_every!r}")
+        if self.change_window < 1:
+            raise RequestError(
+                f"change_window: must be at least 1, got {self.change_window!r}")
+        kinds = Counter((c.kind, c.model) for c in self.changes)
+        for (kind, model), n in kinds.items():
+            if n > 1:
+                raise RequestError(f"changes: {n} {kind} changes of {model!r}; give one")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +186,8 @@ class ReplayConfig:
             "task_tag": self.task_tag,
             "full_info_passes": self.full_info_passes,
             "full_info_learning_rate": self.full_info_learning_rate,
+            "changes": [c.label for c in self.changes],
+            "change_window": self.change_window,
         }
 
 
@@ -214,6 +286,8 @@ class BanditRun:
 
     point: OperatingPoint
     curve: tuple[CurvePoint, ...]
+    #: The model chosen at each online train step (its index in the table's models).
+    train_choices: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,6 +307,8 @@ class ReplayResult:
     elapsed_seconds: float
     reference_curve: tuple[CurvePoint, ...] = ()
     split_assigned: bool = False
+    clusters: ClusterReport | None = None
+    changes: tuple[ChangeReport, ...] = ()
 
     def baseline(self, name: str) -> RouterResult:
         for b in self.baselines:
@@ -277,6 +353,8 @@ class ReplayResult:
                     for c in self.reference_curve
                 ],
             },
+            "clusters": None if self.clusters is None else self.clusters.to_dict(),
+            "changes": [c.to_dict() for c in self.changes],
             "elapsed_seconds": self.elapsed_seconds,
         }
 
@@ -438,6 +516,295 @@ def task_ceiling_points(table: OutcomeTable) -> tuple[OperatingPoint, ...]:
                            fit_on="test")
 
 
+# -- clusters of meaning -----------------------------------------------------------------
+Paths = tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class ClusterReport:
+    """The clusters of meaning a replay's tree found (:func:`cluster_report`).
+
+    ``n_learned`` counts the train prompts the tree learned (those with an embedding);
+    ``leaf_sizes`` the prompts of the table (both splits) the final tree puts in each
+    leaf, largest first (leaves with none left out). Purity and ``nmi`` compare the test
+    prompts' clusters, as routed, with the table's ``task`` column (prompts with an
+    empty task or no embedding left out; ``None`` with fewer than two tasks):
+    ``purity`` by leaf, ``purity_top`` by the first level below the root, ``nmi`` the
+    normalized mutual information of the leaves and the tasks (arithmetic mean of the
+    entropies).
+    """
+
+    n_clusters: int
+    n_leaves: int
+    depth: int
+    leaf_sizes: tuple[int, ...]
+    checkpoint_bytes: int
+    cap: int
+    split_after: int
+    n_learned: int
+    purity: float | None = None
+    purity_top: float | None = None
+    nmi: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_clusters": self.n_clusters, "n_leaves": self.n_leaves, "depth": self.depth,
+            "leaf_sizes": list(self.leaf_sizes), "checkpoint_bytes": self.checkpoint_bytes,
+            "cap": self.cap, "split_after": self.split_after, "n_learned": self.n_learned,
+            "purity": self.purity, "purity_top": self.purity_top, "nmi": self.nmi,
+        }
+
+
+def grow_clusters(
+    table: OutcomeTable,
+    embeddings: npt.ArrayLike,
+    *,
+    seed: int,
+    cap: int = DEFAULT_CAP,
+    split_after: int = DEFAULT_SPLIT_AFTER,
+) -> tuple[Paths, ClusterTree]:
+    """Every prompt's clusters as the service would assign them, and the tree.
+
+    ``embeddings`` has one row per prompt of the table; a row of zeros (or not finite)
+    is a prompt without an embedding (no clusters, as an empty turn in the service).
+    Train prompts come in :func:`train_order`, each assigned before it is learned; test
+    prompts are assigned by the tree as train left it.
+
+    >>> from bandit.outcomes import OutcomeTable
+    >>> t = OutcomeTable.from_rows(["a", "b"], ["x", "x"], ["train", "test"], ["hi", "yo"],
+    ...     ["m"], quality=[[1], [1]], cost_usd=[[0], [0]], output_chars=[[1], [1]])
+    >>> paths, tree = grow_clusters(t, [[1.0, 0.0], [0.0, 0.0]], seed=0)
+    >>> paths, len(tree)
+    (((), ()), 1)
+    """
+    e = np.asarray(embeddings, dtype=np.float64)
+    if e.ndim != 2 or e.shape[0] != table.n_prompts:
+        raise RequestError(f"embeddings: expected one row per prompt ({table.n_prompts}), "
+                           f"got an array of shape {e.shape}")
+    tree = ClusterTree(e.shape[1], cap=cap, split_after=split_after, seed=seed)
+    paths: list[tuple[int, ...]] = [()] * table.n_prompts
+    for i in train_order(table, seed):
+        paths[i] = tree.predict_one(e[i])
+        tree.learn_one(e[i])
+    for i in table.indices("test"):
+        paths[i] = tree.predict_one(e[i])
+    return tuple(paths), tree
+
+
+def clustered_contexts(contexts: Sequence[Context], paths: Paths) -> tuple[Context, ...]:
+    """Each context with its clusters (unchanged where it has none, as in the service)."""
+    return tuple(with_clusters(c, p) if p else c for c, p in zip(contexts, paths, strict=True))
+
+
+def _codes(values: Sequence[Hashable]) -> IntArray:
+    index: dict[Hashable, int] = {}
+    return np.array([index.setdefault(v, len(index)) for v in values], dtype=np.int64)
+
+
+def _contingency(labels: Sequence[Hashable], truth: Sequence[Hashable]) -> FloatArray:
+    if len(labels) != len(truth):
+        raise RequestError("labels and truth: must have the same length")
+    a, b = _codes(labels), _codes(truth)
+    out = np.zeros((int(a.max(initial=-1)) + 1, int(b.max(initial=-1)) + 1))
+    np.add.at(out, (a, b), 1.0)
+    return out
+
+
+def purity(labels: Sequence[Hashable], truth: Sequence[Hashable]) -> float:
+    """Share of items whose cluster's most common true class is their own.
+
+    >>> purity([0, 0, 1, 1], ["a", "a", "a", "b"])
+    0.75
+    """
+    table = _contingency(labels, truth)
+    return float(table.max(axis=1).sum() / max(1.0, table.sum()))
+
+
+def normalized_mutual_information(
+    labels: Sequence[Hashable], truth: Sequence[Hashable]
+) -> float:
+    """Mutual information of two labellings over the mean of their entropies, in [0, 1]
+    (1 when both put everything in one class, as scikit-learn's default).
+
+    >>> normalized_mutual_information([0, 0, 1, 1], ["b", "b", "a", "a"])
+    1.0
+    >>> normalized_mutual_information([0, 1, 0, 1], ["a", "a", "b", "b"])
+    0.0
+    """
+    joint = _contingency(labels, truth)
+    if joint.sum() == 0:
+        return 1.0
+    joint /= joint.sum()
+    pa, pb = joint.sum(axis=1), joint.sum(axis=0)
+    nz = joint > 0
+    mi = float((joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])).sum())
+    ha = float(-(pa[pa > 0] * np.log(pa[pa > 0])).sum())
+    hb = float(-(pb[pb > 0] * np.log(pb[pb > 0])).sum())
+    if ha == 0.0 and hb == 0.0:
+        return 1.0
+    return max(0.0, mi / ((ha + hb) / 2.0))
+
+
+def cluster_report(
+    table: OutcomeTable, embeddings: npt.ArrayLike, paths: Paths, tree: ClusterTree
+) -> ClusterReport:
+    """What :func:`grow_clusters` found: size and shape of the tree, the bytes it adds
+    to a checkpoint (its state without the embeddings waiting leaves hold, as the policy
+    saves it) and, where the table has tasks, how well its clusters follow them."""
+    leaves = tree.leaves()
+    e = np.asarray(embeddings, dtype=np.float64)
+    final = Counter(tree.predict_one(x) for x in e)
+    final.pop((), None)
+    test = [i for i in table.indices("test") if paths[i] and table.tasks[i]]
+    truth = [table.tasks[i] for i in test]
+    graded = len(set(truth)) > 1
+    leaf_of = [paths[i] for i in test]
+    return ClusterReport(
+        n_clusters=len(tree),
+        n_leaves=len(leaves),
+        depth=max((len(p) for p in paths), default=0),
+        leaf_sizes=tuple(sorted(final.values(), reverse=True)),
+        checkpoint_bytes=len(json.dumps(tree.to_dict(waiting=False)).encode("utf-8")),
+        cap=tree.cap,
+        split_after=tree.split_after,
+        n_learned=tree.count(0),
+        purity=purity(leaf_of, truth) if graded else None,
+        purity_top=purity([p[:1] for p in leaf_of], truth) if graded else None,
+        nmi=normalized_mutual_information(leaf_of, truth) if graded else None,
+    )
+
+
+# -- changes of the world ----------------------------------------------------------------
+@dataclass(frozen=True)
+class ChangeResponse:
+    """How the bandit answered one change at one cost weight.
+
+    ``share_before`` is the changed model's share of the ``window`` train decisions
+    before the change; ``windows`` its share in consecutive windows of ``window``
+    decisions from the change on (a last shorter one included); ``decisions_to_cross``
+    how many decisions after the change the share over the last ``window`` decisions
+    first went below (``degrade``) or above (``add``) the threshold, ``None`` if it
+    never did in the train stream (and for price changes).
+    """
+
+    cost_weight: float
+    share_before: float | None
+    windows: tuple[float, ...]
+    decisions_to_cross: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cost_weight": self.cost_weight, "share_before": self.share_before,
+                "windows": list(self.windows), "decisions_to_cross": self.decisions_to_cross}
+
+
+@dataclass(frozen=True)
+class ChangeReport:
+    """The bandit's answer to one :class:`Change`, at every cost weight of the sweep."""
+
+    change: Change
+    window: int
+    threshold: float | None
+    responses: tuple[ChangeResponse, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"change": self.change.label, "kind": self.change.kind,
+                "model": self.change.model, "step": self.change.step,
+                "window": self.window, "threshold": self.threshold,
+                "by_cost_weight": [r.to_dict() for r in self.responses]}
+
+
+def check_changes(table: OutcomeTable, changes: Sequence[Change]) -> None:
+    """Refuse changes of models the table does not have, or after its last train step."""
+    n_train = len(table.indices("train"))
+    for c in changes:
+        if c.model not in table.models:
+            raise RequestError(f"change {c.label}: no model {c.model!r} in the table "
+                               f"(it has: {', '.join(table.models)})")
+        if c.step >= n_train:
+            raise RequestError(f"change {c.label}: step {c.step} is past the last of the "
+                               f"{n_train} train steps")
+    if len({c.model for c in changes if c.kind == "add" and c.step > 0}) == table.n_models:
+        raise RequestError("changes: every model is added later; "
+                           "one must be there from the start")
+
+
+def world_after(
+    table: OutcomeTable, contexts: Sequence[Context], changes: Sequence[Change]
+) -> OutcomeTable:
+    """The table as the world is after every change: a degraded model's answers all
+    graded 0, a repriced model's cost per prompt from its new list prices (USD per
+    million tokens: the prompt's tokens and ``output_chars / 4`` answer tokens).
+    ``add`` changes nothing here. Without changes, the table itself.
+
+    >>> from bandit.outcomes import OutcomeTable
+    >>> t = OutcomeTable.from_rows(["a"], ["x"], ["train"], ["hi"], ["m1", "m2"],
+    ...     quality=[[1, 1]], cost_usd=[[0.1, 0.1]], output_chars=[[4000, 4]])
+    >>> w = world_after(t, featurize_table(t), [Change("degrade", "m1", 0),
+    ...                                         Change("price", "m1", 0, 0.0, 1.0)])
+    >>> w.quality.tolist(), w.cost_usd.tolist()
+    ([[0.0, 1.0]], [[0.001, 0.1]])
+    """
+    if not changes:
+        return table
+    quality, cost = table.quality.copy(), table.cost_usd.copy()
+    for c in changes:
+        j = table.models.index(c.model)
+        if c.kind == "degrade":
+            quality[:, j] = 0.0
+        elif c.kind == "price":
+            spec = ModelSpec(name=c.model, input_price=float(c.input_price or 0.0),
+                             output_price=float(c.output_price or 0.0))
+            cost[:, j] = [spec.call_cost_usd(input_tokens=ctx.input_tokens,
+                                             output_tokens=int(chars / 4))
+                          for ctx, chars in zip(contexts, table.output_chars[:, j],
+                                                strict=True)]
+    return dataclasses.replace(table, quality=quality, cost_usd=cost)
+
+
+def change_response(
+    choices: Sequence[int], model: int, change: Change, *, cost_weight: float, window: int
+) -> ChangeResponse:
+    """The changed model's shares after ``change`` in one run's train ``choices``.
+
+    >>> r = change_response([0] * 300 + [1] * 300, 0, Change("degrade", "m", 300),
+    ...                     cost_weight=0.0, window=100)
+    >>> r.share_before, r.windows, r.decisions_to_cross
+    (1.0, (0.0, 0.0, 0.0), 91)
+    """
+    mine = np.asarray(choices, dtype=np.int64) == model
+    at = change.step
+    before = mine[max(0, at - window):at]
+    windows = tuple(float(mine[s:s + window].mean()) for s in range(at, len(mine), window))
+    threshold = CHANGE_THRESHOLDS.get(change.kind)
+    crossed: int | None = None
+    if threshold is not None:
+        # the share over the last `window` decisions, after each decision from the change on
+        run = np.concatenate([[0], np.cumsum(mine)])
+        for n in range(at, len(mine) + 1):
+            lo = max(0, n - window)
+            share = (run[n] - run[lo]) / max(1, n - lo)
+            if (share < threshold) if change.kind == "degrade" else (share > threshold):
+                crossed = n - at
+                break
+    return ChangeResponse(cost_weight=cost_weight,
+                          share_before=float(before.mean()) if before.size else None,
+                          windows=windows, decisions_to_cross=crossed)
+
+
+def change_reports(
+    table: OutcomeTable, runs: Sequence[BanditRun], config: ReplayConfig
+) -> tuple[ChangeReport, ...]:
+    """One :class:`ChangeReport` per change of ``config``, from the sweep's runs."""
+    return tuple(
+        ChangeReport(
+            change=c, window=config.change_window, threshold=CHANGE_THRESHOLDS.get(c.kind),
+            responses=tuple(
+                change_response(r.train_choices, table.models.index(c.model), c,
+                                cost_weight=w, window=config.change_window)
+                for w, r in zip(config.cost_weights, runs, strict=True)))
+        for c in config.changes)
+
+
 # -- the bandit --------------------------------------------------------------------------
 def replay_bandit(
     table: OutcomeTable,
@@ -465,11 +832,22 @@ def replay_bandit(
                     seed=config.seed)
     log: list[tuple[Decision, float, float]] = []
     trace: list[tuple[float, float, float]] = []
-    for i in train_order(table, config.seed):
-        decision = policy.decide(contexts[i], explore=True)
+    check_changes(table, config.changes)
+    after = world_after(table, contexts, config.changes)
+    changed_q = {table.models.index(c.model): c.step for c in config.changes
+                 if c.kind == "degrade"}
+    changed_c = {table.models.index(c.model): c.step for c in config.changes
+                 if c.kind == "price"}
+    added = [(c.step, c.model) for c in config.changes if c.kind == "add"]
+    choices: list[int] = []
+    for step, i in enumerate(train_order(table, config.seed)):
+        absent = {m for at, m in added if step < at}
+        allow = [m for m in table.models if m not in absent] if absent else None
+        decision = policy.decide(contexts[i], explore=True, allow=allow)
         j = table.models.index(decision.model)
-        q = float(table.quality[i, j])
-        c = float(table.cost_usd[i, j])
+        q = float((after if step >= changed_q.get(j, step + 1) else table).quality[i, j])
+        c = float((after if step >= changed_c.get(j, step + 1) else table).cost_usd[i, j])
+        choices.append(j)
         r = reward(weights, quality=q, cost_usd=c)
         policy.learn(decision, r, outcome={
             "quality": q, "cost_usd": c,
@@ -495,8 +873,9 @@ def replay_bandit(
         chosen[n] = table.models.index(policy.decide(contexts[i], explore=False).model)
         if progress is not None:
             progress(1)
-    return BanditRun(point=_point(table, rows, chosen, cost_weight=cost_weight),
-                     curve=learning_curve(trace, every=config.curve_every))
+    return BanditRun(point=_point(after, rows, chosen, cost_weight=cost_weight),
+                     curve=learning_curve(trace, every=config.curve_every),
+                     train_choices=tuple(choices))
 
 
 def curve_blocks(n: int, every: int) -> list[tuple[int, int]]:
@@ -663,16 +1042,26 @@ def replay(
     table: OutcomeTable,
     config: ReplayConfig | None = None,
     *,
+    embeddings: npt.ArrayLike | None = None,
     progress: Progress | None = None,
 ) -> ReplayResult:
     """Run the whole replay benchmark on an outcome table (pure: no printing, no files).
 
-    ``progress``, when given, is called with the number of work units just done (their
-    total is :func:`work_units`).
+    ``embeddings``, one row per prompt (a row of zeros: none), routes by meaning as the
+    service does (:func:`grow_clusters`); every router and baseline sees the same
+    clustered contexts. ``progress``, when given, is called with the number of work
+    units just done (their total is :func:`work_units`).
     """
     config = config or ReplayConfig()
     start = time.perf_counter()
     contexts = featurize_table(table, task_tag=config.task_tag)
+    found: ClusterReport | None = None
+    if embeddings is not None:
+        paths, tree = grow_clusters(table, embeddings, seed=config.seed)
+        contexts = clustered_contexts(contexts, paths)
+        found = cluster_report(table, embeddings, paths, tree)
+    check_changes(table, config.changes)
+    streamed, table = table, world_after(table, contexts, config.changes)
     if progress is not None:
         progress(table.n_prompts)
     singles = single_model_points(table)
@@ -692,7 +1081,7 @@ def replay(
                             peeks=peeks, within_task_auc=auc)
 
     runs = [
-        replay_bandit(table, contexts, cost_weight=w, config=config, progress=progress)
+        replay_bandit(streamed, contexts, cost_weight=w, config=config, progress=progress)
         for w in config.cost_weights
     ]
     pred, cost = full_information_predictions(table, contexts, config=config,
@@ -729,4 +1118,6 @@ def replay(
         elapsed_seconds=time.perf_counter() - start,
         split_assigned=table.split_assigned,
         reference_curve=reference_curve(table, str(best.model), config=config),
+        clusters=found,
+        changes=change_reports(table, runs, config),
     )

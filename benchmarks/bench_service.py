@@ -1,14 +1,23 @@
 """Decision-service benchmark: ``POST /v1/route`` against a bare FastAPI + VW endpoint,
 p99 at 32 connections, and ``POST /v1/feedback`` per second on SQLite.
 
-Both servers run as one uvicorn worker each on 127.0.0.1, one at a time, with the same
+Every server runs as one uvicorn worker on 127.0.0.1, one at a time, with the same
 request; the load generator is ``wrk`` (``apt-get install -y wrk``). Every phase is
 bounded in time.
 
     python benchmarks/bench_service.py [--duration 10] [--connections 32]
+        [--embedder local|none] [--no-compare-embedder]
 
-Targets (issue 3): route >= 0.6x the bare endpoint's requests/s, p99 <= 25 ms at 32
-connections; feedback >= 1,000/s sustained with SQLite.
+The service runs with ``--embedder`` (default ``local``, the service's default: every
+prompt embedded by wordllama and placed in the policy's cluster tree). Unless
+``--no-compare-embedder``, a second service with ``embedder=none`` runs in the same
+rounds, and the embedder's own share of a route's time is printed two ways: the
+difference in server CPU per request between the two services, and the embedder timed
+alone in this process on the same (bounded) text.
+
+Targets (issue 3, and issue 18 with the local embedder on): route >= 0.6x the bare
+endpoint's requests/s, p99 <= 25 ms at 32 connections; feedback >= 1,000/s sustained
+with SQLite.
 """
 
 from __future__ import annotations
@@ -101,15 +110,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(kind: str, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+def start(kind: str, data_dir: str, *, embedder: str = "local"
+          ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if kind == "bare":
         cmd = [sys.executable, __file__, "--serve-bare", "--port", str(port)]
     else:  # exactly what `routebandit serve` runs
         cmd = [sys.executable, "-m", "serving.cli", "serve", "--port", str(port),
                "--data-dir", data_dir, "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stderr=subprocess.DEVNULL)
+        env["ROUTEBANDIT_EMBEDDER"] = embedder
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 90  # a first start creates the MLflow store (seconds)
     while time.monotonic() < deadline:
         try:
@@ -199,11 +210,32 @@ def learner_progress(port: int) -> tuple[float, float]:
     return found["routebandit_learned_total"], found["routebandit_learn_backlog"]
 
 
+def embed_alone_us(text: str, *, repeat: int = 2000) -> float:
+    """Median wall time of the service's local embedder on ``text`` (it bounds it as
+    in the service), in microseconds, in this process."""
+    from serving.embedder import LocalEmbedder
+
+    embedder = LocalEmbedder()
+    for _ in range(50):
+        embedder.embed_now(text)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        embedder.embed_now(text)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2] * 1e6
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per server")
+    ap.add_argument("--embedder", choices=("local", "none"), default="local",
+                    help="the service's embedder (default: %(default)s, as in the service)")
+    ap.add_argument("--no-compare-embedder", action="store_false", dest="compare",
+                    help="do not run a second service with embedder=none beside it")
     ap.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -214,31 +246,44 @@ def main() -> int:
         raise SystemExit("needs wrk on PATH (apt-get install -y wrk)")
     c, dur = args.connections, args.duration
     route_lua = ROUTE_LUA % {"body": ROUTE_BODY}
+    compare = args.compare and args.embedder != "none"
     results: dict[str, Any] = {"connections": c, "duration_s": dur, "cpus": os.cpu_count(),
-                               "load_before": os.getloadavg()[0]}
+                               "load_before": os.getloadavg()[0], "embedder": args.embedder}
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp_off:
         bare_proc, bare_port = start("bare", tmp)
-        proc, port = start("service", tmp)
+        proc, port = start("service", tmp, embedder=args.embedder)
+        off_proc = start("service", tmp_off, embedder="none") if compare else None
         ids = str(Path(tmp) / "ids")
         try:
             bare_url = f"http://127.0.0.1:{bare_port}/v1/route"
             route_url = f"http://127.0.0.1:{port}/v1/route"
+            off_url = f"http://127.0.0.1:{off_proc[1]}/v1/route" if off_proc else ""
             wrk(bare_url, route_lua, connections=c, duration=2)  # warm-up
             wrk(route_url, route_lua, connections=c, duration=2)
-            # Alternate the two servers so that both see the same machine load; the best
+            if off_proc:
+                wrk(off_url, route_lua, connections=c, duration=2)
+            # Alternate the servers so that all see the same machine load; the best
             # round of each is reported.
-            bares, routes = [], []
+            bares, routes, offs = [], [], []
             for _ in range(args.rounds):
                 bares.append(wrk(bare_url, route_lua, connections=c, duration=dur,
                                  pid=bare_proc.pid))
                 routes.append(wrk(route_url, route_lua, connections=c, duration=dur,
                                   args=[ids], pid=proc.pid))
+                if off_proc:
+                    offs.append(wrk(off_url, route_lua, connections=c, duration=dur,
+                                    pid=off_proc[0].pid))
             results["bare"] = max(bares, key=lambda r: r["rps"])
             results["route"] = max(routes, key=lambda r: r["rps"])
             results["rounds"] = {"bare_rps": [r["rps"] for r in bares],
                                  "route_rps": [r["rps"] for r in routes]}
+            if offs:
+                results["route_embedder_none"] = max(offs, key=lambda r: r["rps"])
+                results["rounds"]["route_embedder_none_rps"] = [r["rps"] for r in offs]
             stop(bare_proc)
+            if off_proc:
+                stop(off_proc[0])
             with open(ids, "w") as all_ids:
                 for part in Path(tmp).glob("ids.*"):
                     all_ids.write(part.read_text())
@@ -263,10 +308,14 @@ def main() -> int:
         finally:
             stop(bare_proc)
             stop(proc)
+            if off_proc:
+                stop(off_proc[0])
 
     bare, route, fb = results["bare"], results["route"], results["feedback"]
     ratio = route["rps"] / bare["rps"] if bare["rps"] else 0.0
     results["route_vs_bare"] = ratio
+    if args.embedder == "local":
+        results["embed_alone_us"] = embed_alone_us(PROMPT)
     print(json.dumps(results, indent=2))
     print()
     cpu = {k: results[k].get("server_cpu_us_per_request", 0.0) for k in ("bare", "route",
@@ -280,6 +329,20 @@ def main() -> int:
     print(f"bare FastAPI+VW     : {bare['rps']:8.0f} req/s  p99 {bare.get('p99_ms', 0):6.2f} ms")
     print(f"POST /v1/route      : {route['rps']:8.0f} req/s  p99 {route.get('p99_ms', 0):6.2f} ms"
           f"  ({ratio:.2f}x bare; target >= 0.60x, p99 <= 25 ms)")
+    off = results.get("route_embedder_none")
+    if off:
+        print(f"  route, embedder none: {off['rps']:8.0f} req/s  p99 {off.get('p99_ms', 0):6.2f} "
+              f"ms  ({off['rps'] / bare['rps'] if bare['rps'] else 0:.2f}x bare)")
+    if args.embedder == "local":
+        alone = results["embed_alone_us"]
+        line = (f"  the embedder's own share of a route: alone {alone:.0f} us per prompt "
+                f"= {alone / cpu['route'] if cpu['route'] else 0:.1%} of route's CPU per request")
+        if off and off.get("server_cpu_us_per_request"):
+            extra = cpu["route"] - off["server_cpu_us_per_request"]
+            line += (f"; route CPU with it {cpu['route']:.0f} us, without "
+                     f"{off['server_cpu_us_per_request']:.0f} us: {extra:.0f} us "
+                     f"({extra / cpu['route'] if cpu['route'] else 0:.1%}; embed + cluster)")
+        print(line)
     print(f"POST /v1/feedback   : {fb['rps']:8.0f} req/s  p99 {fb.get('p99_ms', 0):6.2f} ms"
           f"  ({fb['stored']} new feedback stored, {fb['stored_per_s']:.0f}/s; target >= 1000/s)")
     print(f"  learned during the feedback phase: {fb['learned']:.0f} "

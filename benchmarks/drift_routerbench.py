@@ -144,17 +144,16 @@ def _step(policy: Policy, world: World, i: int, weights: RewardWeights) -> tuple
 
 def _crossing(shares: Sequence[bool], *, below: float | None = None,
               above: float | None = None) -> int | None:
-    """The first decision after which the share over the last WINDOW decisions is under
-    ``below`` (or over ``above``)."""
+    """The first decision (from the WINDOW-th on) after which the share over the last
+    WINDOW decisions is under ``below`` (or over ``above``)."""
     run = 0
     for t, hit in enumerate(shares):
         run += hit
         if t >= WINDOW:
             run -= shares[t - WINDOW]
-        n = min(t + 1, WINDOW)
-        if t + 1 < WINDOW and below is not None:
-            continue  # a share under 10 % needs a full window of evidence
-        share = run / n
+        if t + 1 < WINDOW:
+            continue  # a share is read over a full window
+        share = run / WINDOW
         if (below is not None and share < below) or (above is not None and share > above):
             return t + 1
     return None

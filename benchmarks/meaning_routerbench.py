@@ -43,10 +43,16 @@ from routerbench import data_path, find_subset, fmt, metrics_of
 from tqdm import tqdm
 from untemplated_routerbench import embed, kmeans, untemplated
 
-from bandit.clusters import ClusterTree, with_clusters
 from bandit.features import Context, featurize, parse_request
 from bandit.outcomes import OutcomeTable, load_outcomes
-from bandit.replay import DEFAULT_COST_WEIGHTS, ReplayConfig, replay_bandit, train_order
+from bandit.replay import (
+    DEFAULT_COST_WEIGHTS,
+    ReplayConfig,
+    clustered_contexts,
+    grow_clusters,
+    purity,
+    replay_bandit,
+)
 
 KEYS = ("cost_pct_for_95", "cost_pct_for_98", "quality_pct_at_10")
 WAYS = ("none", "kmeans3", "tree", "task")
@@ -121,29 +127,6 @@ def load_table(name: str) -> OutcomeTable:
     return makers[name]()
 
 
-def grow_tree(table: OutcomeTable, e: np.ndarray, seed: int, *, split_after: int,
-              cap: int) -> tuple[list[tuple[int, ...]], ClusterTree]:
-    """Each prompt's path as the service would assign it: train in the replay's order,
-    assigned before learned; then test, assigned only."""
-    tree = ClusterTree(e.shape[1], cap=cap, split_after=split_after, seed=seed)
-    paths: list[tuple[int, ...]] = [()] * table.n_prompts
-    for i in train_order(table, seed):
-        paths[i] = tree.predict_one(e[i])
-        tree.learn_one(e[i])
-    for i in table.indices("test"):
-        paths[i] = tree.predict_one(e[i])
-    return paths, tree
-
-
-def purity(labels: list[Any], truth: list[str]) -> float:
-    """Share of prompts whose cluster's most common task is their own."""
-    hits = 0
-    for c in set(labels):
-        mine = [t for t, lab in zip(truth, labels, strict=True) if lab == c]
-        hits += max(mine.count(t) for t in set(mine))
-    return hits / max(1, len(truth))
-
-
 _DATA: dict[str, tuple[OutcomeTable, np.ndarray, tuple[Context, ...]]] = {}
 
 
@@ -167,14 +150,15 @@ def contexts(name: str, way: str, seed: int, *, split_after: int,
                     ((e[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)]
         return tuple(featurize(parse_request(prompt=p, metadata={"task": t}))
                      for p, t in zip(table.prompts, tags, strict=True)), {}
-    paths, tree = grow_tree(table, e, seed, split_after=split_after, cap=cap)
+    # Each prompt's path as the service (and routebandit replay) would assign it.
+    paths, tree = grow_clusters(table, e, seed=seed, split_after=split_after, cap=cap)
     test = table.indices("test")
     truth = [table.tasks[i] for i in test]
     info = {"clusters": float(len(tree)), "leaves": float(len({paths[i] for i in test})),
             "purity_top": purity([paths[i][:1] for i in test], truth),
             "purity_depth2": purity([paths[i][:2] for i in test], truth),
             "purity_leaves": purity([paths[i] for i in test], truth)}
-    return tuple(with_clusters(c, p) for c, p in zip(plain, paths, strict=True)), info
+    return clustered_contexts(plain, paths), info
 
 
 def run(job: tuple[str, str, int, int, int]) -> tuple[str, str, int, dict[str, Any]]:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -126,6 +127,54 @@ class FeedbackRow(Base):
     reward: Mapped[float] = mapped_column(Float)
     reward_cost_usd: Mapped[float] = mapped_column(Float)
     reward_latency_ms: Mapped[float] = mapped_column(Float)
+    # The grade (``grades.id``) this feedback was promoted from; None: posted directly.
+    grade_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class GradeRow(Base):
+    """A grade no one posted: the judge's, or an implicit signal's (``feedback/grades.py``).
+
+    ``score`` is None for a judge failure (``status`` ``failed``). A grade waits
+    (``pending``) for the grace period, then becomes the decision's feedback
+    (``learned``, ``feedback_seq``) unless a better-ranked one exists (``superseded``);
+    a person's score arriving after it was learned replaces it (``replaced``).
+    """
+
+    __tablename__ = "grades"
+
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    decision_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("decisions.id", ondelete="CASCADE"), index=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    source: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(Float)
+    weight: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(128))  # the judge's model
+    cost_usd: Mapped[float | None] = mapped_column(Float)  # the judge's call
+    feedback_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (UniqueConstraint("decision_id", "source",
+                                       name="uq_grades_decision_source"),)
+
+
+class CorrectionRow(Base):
+    """A person's score that replaced a learned grade: one more learning step (its own
+    exactly-once bookkeeping: ``checkpoint_id`` once a checkpoint holds it)."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
+    feedback_seq: Mapped[int] = mapped_column(
+        SeqInt, ForeignKey("feedback.seq", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    score_before: Mapped[float] = mapped_column(Float)
+    reward_before: Mapped[float] = mapped_column(Float)
+    reward_after: Mapped[float] = mapped_column(Float)
+    checkpoint_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class CheckpointRow(Base):

@@ -76,6 +76,8 @@ class FeedbackInput:
     output_tokens: int | None = None
     cost_usd: float | None = None
     source: str | None = None
+    # The grade this feedback is promoted from (feedback/grades.py); None: posted directly.
+    grade_id: int | None = None
 
     # Fields that make two feedbacks "the same" (idempotency); reward is derived.
     IDENTITY = ("score", "latency_ms", "input_tokens", "output_tokens", "cost_usd", "source")
@@ -96,6 +98,7 @@ class FeedbackRecord:
     output_tokens: int | None = None
     cost_usd: float | None = None
     source: str | None = None
+    grade_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,15 +113,22 @@ class FeedbackRecord:
             "output_tokens": self.output_tokens,
             "cost_usd": self.cost_usd,
             "source": self.source,
+            "grade_id": self.grade_id,
         }
 
 
 @dataclass(frozen=True)
 class FeedbackResult:
-    """The stored feedback; ``duplicate`` when an identical one had been stored before."""
+    """The stored feedback; ``duplicate`` when an identical one had been stored before.
+
+    ``replaced``: the learned grade this (posted) feedback took the place of; its
+    learning step is then a correction (``correction_id``, feedback/grades.py).
+    """
 
     record: FeedbackRecord
     duplicate: bool
+    replaced: FeedbackRecord | None = None
+    correction_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,38 @@ class DecisionRecord:
     prompt_text: str | None = None
     outcome: OutcomeRecord | None = None
     feedback: FeedbackRecord | None = None
+    # Every grade no one posted (judge, implicit signals), oldest first.
+    grades: tuple[GradeRecord, ...] = ()
+    # Whether the feedback's learning step is in a checkpoint (learn_log), and its
+    # correction's, if a person's score replaced a learned grade.
+    learned: bool = False
+    corrected: bool = False
+
+
+@dataclass(frozen=True)
+class GradeRecord:
+    """A grade of a decision that no one posted (``grades``, feedback/grades.py)."""
+
+    id: int
+    decision_id: str
+    tenant: str
+    created_at: datetime
+    source: str
+    score: float | None
+    weight: float
+    status: str
+    reason: str | None = None
+    model: str | None = None
+    cost_usd: float | None = None
+    feedback_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "created_at": self.created_at.isoformat(), "source": self.source,
+            "score": self.score, "weight": self.weight, "status": self.status,
+            "reason": self.reason, "model": self.model, "cost_usd": self.cost_usd,
+            "feedback_seq": self.feedback_seq,
+        }
 
 
 @dataclass(frozen=True)
@@ -174,6 +216,12 @@ class LearnItem:
     reward: float
     outcome: Mapping[str, float | None] = field(default_factory=dict)
     kind: str = POLICY
+    # A correction (``corrections.id``): the step that follows a learned grade's when a
+    # person's score replaced it; ``reward_before`` the grade's reward.
+    correction_id: int | None = None
+    reward_before: float | None = None
+    score_before: float | None = None
+    revisit: bool = False  # a further pass on a decision learned already (Policy.learn)
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,11 @@ from feedback.models import (
     ApiKeyRow,
     CatalogChangeRow,
     CheckpointRow,
+    CorrectionRow,
     DeadLetterRow,
     DecisionRow,
     FeedbackRow,
+    GradeRow,
     LearnLogRow,
     MetaRow,
     OutcomeRow,
@@ -63,6 +65,7 @@ from feedback.records import (
     FeedbackInput,
     FeedbackRecord,
     FeedbackResult,
+    GradeRecord,
     LearnItem,
     LoggedExample,
     OutcomeRecord,
@@ -468,9 +471,18 @@ class Store:
         # Stored before this batch: the feedback to compare a repeat with.
         earlier = [d for d in first if d not in seqs]
         stored = {d: replace(r, seq=seqs[d]) for d, r in first.items() if d in seqs}
+        replaced: dict[str, tuple[FeedbackRecord, int]] = {}
         if earlier:
             rows = conn.execute(select(FeedbackRow).where(FeedbackRow.decision_id.in_(earlier)))
             stored.update((r.decision_id, _feedback_record(r._mapping)) for r in rows)
+            for d in earlier:
+                rec = stored.get(d)
+                if (rec is not None and rec.grade_id is not None
+                        and first[d].grade_id is None and first[d].source != "default"):
+                    # A posted score always wins over a grade no one posted: it takes the
+                    # grade's place, and a correction step follows the grade's (grades.py).
+                    # The gateway's default_quality is no one's score: it never does.
+                    stored[d], replaced[d] = self._replace_grade(conn, rec, first[d], now)
         out: list[FeedbackResult | StoreError] = []
         new = set(seqs)
         for fb in batch:
@@ -480,12 +492,33 @@ class Store:
             elif fb.decision_id in new:
                 new.discard(fb.decision_id)
                 out.append(FeedbackResult(rec, duplicate=False))
+            elif fb.decision_id in replaced:
+                before, correction_id = replaced.pop(fb.decision_id)
+                out.append(FeedbackResult(rec, duplicate=False, replaced=before,
+                                          correction_id=correction_id))
             else:
                 conflict = next((name for name in FeedbackInput.IDENTITY
                                  if not _same(getattr(rec, name), getattr(fb, name))), None)
                 out.append(FeedbackResult(rec, duplicate=True) if conflict is None
                            else FeedbackConflictError(fb.decision_id, conflict))
         return out
+
+    def _replace_grade(self, conn: Connection, rec: FeedbackRecord, new: FeedbackRecord,
+                       now: datetime) -> tuple[FeedbackRecord, tuple[FeedbackRecord, int]]:
+        after = replace(new, seq=rec.seq, created_at=now)
+        conn.execute(update(FeedbackRow).where(FeedbackRow.seq == rec.seq).values(
+            created_at=now, score=after.score, latency_ms=after.latency_ms,
+            input_tokens=after.input_tokens, output_tokens=after.output_tokens,
+            cost_usd=after.cost_usd, source=after.source, reward=after.reward,
+            reward_cost_usd=after.reward_cost_usd, reward_latency_ms=after.reward_latency_ms,
+            grade_id=None))
+        conn.execute(update(GradeRow).where(GradeRow.id == rec.grade_id)
+                     .values(status="replaced"))
+        correction_id = conn.execute(self._insert(CorrectionRow).values(
+            feedback_seq=rec.seq, created_at=now, score_before=rec.score,
+            reward_before=rec.reward, reward_after=after.reward,
+        ).returning(CorrectionRow.id)).scalar_one()
+        return after, (rec, int(correction_id))
 
     # -- reads -----------------------------------------------------------------------
     def get_decision(self, decision_id: str, *, tenant: str | None = None) -> DecisionRecord | None:
@@ -500,6 +533,15 @@ class Store:
             out = conn.execute(select(OutcomeRow).where(OutcomeRow.decision_id == decision_id))
             fb = conn.execute(select(FeedbackRow).where(FeedbackRow.decision_id == decision_id))
             out_row, fb_row = out.first(), fb.first()
+            grades = conn.execute(select(GradeRow).where(GradeRow.decision_id == decision_id)
+                                  .order_by(GradeRow.id)).all()
+            learned = corrected = False
+            if fb_row is not None:
+                learned = conn.execute(select(LearnLogRow.feedback_seq).where(
+                    LearnLogRow.feedback_seq == fb_row.seq)).first() is not None
+                corrected = conn.execute(select(CorrectionRow.id).where(
+                    CorrectionRow.feedback_seq == fb_row.seq,
+                    CorrectionRow.checkpoint_id.is_not(None))).first() is not None
         d = row._mapping
         return DecisionRecord(
             decision_id=d["id"], created_at=d["created_at"], tenant=d["tenant"],
@@ -507,6 +549,8 @@ class Store:
             decision=Decision.from_dict(d["payload"]), prompt_text=d["prompt_text"],
             outcome=None if out_row is None else _outcome_record(out_row._mapping),
             feedback=None if fb_row is None else _feedback_record(fb_row._mapping),
+            grades=tuple(GradeRecord(**g._mapping) for g in grades),
+            learned=learned, corrected=corrected,
         )
 
     def decision_brief(self, decision_id: str) -> DecisionBrief | None:
@@ -660,6 +704,37 @@ class Store:
                     kind=row.kind,
                 )
 
+    def unlearned_corrections(self) -> Iterator[LearnItem]:
+        """Corrections no checkpoint has learned yet, oldest first (feedback/grades.py)."""
+        stmt = (
+            select(
+                CorrectionRow.id, CorrectionRow.feedback_seq, CorrectionRow.score_before,
+                CorrectionRow.reward_before, FeedbackRow.reward, FeedbackRow.score,
+                DecisionRow.payload, DecisionRow.kind,
+                func.coalesce(FeedbackRow.input_tokens, OutcomeRow.input_tokens).label("it"),
+                func.coalesce(FeedbackRow.output_tokens, OutcomeRow.output_tokens).label("ot"),
+                func.coalesce(FeedbackRow.cost_usd, OutcomeRow.cost_usd).label("cost"),
+                func.coalesce(FeedbackRow.latency_ms, OutcomeRow.latency_ms).label("lat"),
+            )
+            .join(FeedbackRow, FeedbackRow.seq == CorrectionRow.feedback_seq)
+            .join(DecisionRow, DecisionRow.id == FeedbackRow.decision_id)
+            .outerjoin(OutcomeRow, OutcomeRow.decision_id == FeedbackRow.decision_id)
+            .where(CorrectionRow.checkpoint_id.is_(None))
+            .order_by(CorrectionRow.id)
+        )
+        with self._conn() as conn:
+            rows = conn.execute(stmt).all()
+        for row in rows:
+            yield LearnItem(
+                seq=row.feedback_seq, decision=Decision.from_dict(row.payload),
+                reward=row.reward,
+                outcome={"quality": row.score, "input_tokens": row.it,
+                         "output_tokens": row.ot, "cost_usd": row.cost,
+                         "latency_ms": row.lat},
+                kind=row.kind, correction_id=row.id, reward_before=row.reward_before,
+                score_before=row.score_before,
+            )
+
     def latest_checkpoint(self) -> Checkpoint | None:
         stmt = (
             select(CheckpointRow).where(CheckpointRow.blob.is_not(None))
@@ -678,6 +753,7 @@ class Store:
         learned: Sequence[tuple[int, str | None]] = (),
         reason: str = "periodic",
         keep: int = 3,
+        corrected: Sequence[tuple[int, str | None]] = (),
     ) -> Checkpoint:
         """Save a policy and mark ``learned`` (feedback seq, error or None) as in it.
 
@@ -698,6 +774,9 @@ class Store:
                     self._insert(LearnLogRow),
                     [{"feedback_seq": s, "checkpoint_id": cid, "error": e} for s, e in learned],
                 )
+            for correction_id, error in corrected:  # a handful at most: grades replaced
+                conn.execute(update(CorrectionRow).where(CorrectionRow.id == correction_id)
+                             .values(checkpoint_id=cid, error=error))
             if keep > 0:
                 old = select(CheckpointRow.id).where(CheckpointRow.blob.is_not(None))
                 old = old.order_by(CheckpointRow.id.desc()).offset(keep)
@@ -808,8 +887,8 @@ _OUTCOME_COLUMNS = ("decision_id", "created_at", "latency_ms", "ttft_ms", "input
                     "output_tokens", "tokens_estimated", "cost_usd", "status", "error")
 _FEEDBACK_COLUMNS = ("decision_id", "tenant", "created_at", "score", "latency_ms",
                      "input_tokens", "output_tokens", "cost_usd", "source", "reward",
-                     "reward_cost_usd", "reward_latency_ms")
-# Feedback rows per INSERT: 12 parameters each, well under every driver's limit.
+                     "reward_cost_usd", "reward_latency_ms", "grade_id")
+# Feedback rows per INSERT: 13 parameters each, well under every driver's limit.
 _FEEDBACK_CHUNK = 500
 _ROWS_PER_INSERT = _FEEDBACK_CHUNK  # outcome rows too (10 parameters each)
 _CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
@@ -843,7 +922,7 @@ def _new_feedback(fb: FeedbackInput, now: datetime) -> FeedbackRecord:
         reward=fb.reward, reward_cost_usd=fb.reward_cost_usd,
         reward_latency_ms=fb.reward_latency_ms, latency_ms=fb.latency_ms,
         input_tokens=fb.input_tokens, output_tokens=fb.output_tokens, cost_usd=fb.cost_usd,
-        source=fb.source,
+        source=fb.source, grade_id=fb.grade_id,
     )
 
 

@@ -399,6 +399,11 @@ class Tracker:
         all_params["kind"] = kind
         all_params.update({str(k): v for k, v in (params or {}).items()})
         all_metrics: dict[str, float] = {"n_learned": float(meta["n_learned"])}
+        # Changes of models (bandit.drift) the policy has been through: how many, and
+        # each event (model, step, detected or declared) in changes.json.
+        drift = meta.get("drift") or {}
+        changes = list(drift.get("events", []))
+        all_metrics["changes"] = float(sum(int(n) for n in drift.get("counts", {}).values()))
         report: Report | None = None
         if examples:
             report = score(policy, examples, weights=weights)
@@ -426,6 +431,9 @@ class Tracker:
                     mlflow.log_artifact(str(d / name))
                 if report is not None:
                     mlflow.log_dict(summary(report), "ope.json")
+                if changes:
+                    mlflow.log_dict({"changes": changes,
+                                     "counts": drift.get("counts", {})}, "changes.json")
                 if frontier:
                     mlflow.log_dict({"frontier": [list(p) for p in frontier]}, "frontier.json")
                 info = mlflow.pyfunc.log_model(
@@ -544,6 +552,14 @@ class Tracker:
             for key in _HEADLINES:
                 if isinstance(base.get(key), (int, float)):
                     metrics[f"{name}.{key}"] = float(base[key])
+        # Clusters of meaning: their number a parameter (with the embedder, in config),
+        # how they follow the task column and what they weigh metrics.
+        clusters = doc.get("clusters") or {}
+        if "n_clusters" in clusters:
+            params["clusters.n_clusters"] = clusters["n_clusters"]
+        for key in ("n_leaves", "depth", "checkpoint_bytes", "purity", "purity_top", "nmi"):
+            if isinstance(clusters.get(key), (int, float)):
+                metrics[f"clusters.{key}"] = float(clusters[key])
         frontier = [(float(p["cost_per_prompt"]), float(p["quality"]))
                     for p in doc.get("frontier", [])]
         if run_name is None:  # e.g. "replay outcomes.csv seed 0"

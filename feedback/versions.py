@@ -188,6 +188,7 @@ class Logger(Protocol):
     def log_policy_version(self, policy: Policy, *, examples: Sequence[Any] = (),
                            kind: str = "snapshot",
                            params: Mapping[str, Any] | None = None) -> Any: ...
+    # (Tracker.log_policy_version also takes ``metrics``: passed only when there are some.)
 
 
 class SnapshotSchedule:
@@ -246,11 +247,13 @@ class Snapshotter:
 
     def __init__(self, tracker: Logger, *, schedule: SnapshotSchedule | None = None,
                  examples: Callable[[], Sequence[Any]] = tuple,
-                 params: Callable[[], Mapping[str, Any]] = dict) -> None:
+                 params: Callable[[], Mapping[str, Any]] = dict,
+                 metrics: Callable[[], Mapping[str, float]] = dict) -> None:
         self.tracker = tracker
         self.schedule = schedule or SnapshotSchedule()
         self.examples = examples
-        self.params = params  # more run parameters (the service's embedder)
+        self.params = params  # more run parameters (the service's embedder, its judge)
+        self.metrics = metrics  # more run metrics (the judge's agreement with people)
         self._lock = threading.Lock()
 
     def maybe(self, policy: Policy) -> Any:
@@ -266,9 +269,11 @@ class Snapshotter:
             n = copy.n_learned
             if not self.schedule.pending(n) or (reason == "schedule" and not self.schedule.due(n)):
                 return None
+            metrics = dict(self.metrics())
             version = self.tracker.log_policy_version(
                 copy, examples=self.examples(), kind="snapshot",
                 params={**self.params(), "snapshot.reason": reason,
-                        "clusters": len(copy.clusters) if copy.clusters is not None else 0})
+                        "clusters": len(copy.clusters) if copy.clusters is not None else 0},
+                **({"metrics": metrics} if metrics else {}))
             self.schedule.mark(copy.n_learned)
             return version

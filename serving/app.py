@@ -35,6 +35,7 @@ from serving.dashboard import install as install_dashboard
 from serving.egress import EgressPolicy, Resolver
 from serving.embedder import make_embedder
 from serving.feature_key import check_feature_key, load_feature_key
+from serving.grading import Grading
 from serving.lane import DirectLane, lane_routes
 from serving.limits import BodyLimit
 from serving.metrics import Metrics
@@ -194,6 +195,8 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> FastA
             if coordinator is not None:  # only the leader grows the tree of meaning
                 service.may_grow_clusters = lambda: bool(coordinator.learner.leader)
             stack.push_async_callback(service.stop)
+            # Stops before service.stop: the last grades still reach the writer.
+            await _start_grading(settings, service, stack)
             await start_budgets(service, pre.store, stack)
             await _start_versions(app, settings, service, pre.store, stack)
             _start_stats(settings, service, pre.store, stack)
@@ -231,6 +234,15 @@ def create_app(settings: Settings, *, resolver: Resolver | None = None) -> FastA
     install_dashboard(app)  # /dashboard, /docs and /redoc, with their assets
     _include_gateway_routes(app)
     return app
+
+
+async def _start_grading(settings: Settings, service: RouterService,
+                         stack: AsyncExitStack) -> None:
+    """The judge and the implicit signals (serving/grading.py, docs/judge.md)."""
+    grading = Grading(service, settings)
+    await grading.start()
+    service.grading = grading
+    stack.push_async_callback(grading.stop)
 
 
 def _dev_mode(app: FastAPI) -> bool:

@@ -94,6 +94,8 @@ def _error_response(exc: Exception) -> tuple[int, dict[str, Any]]:
     extra: dict[str, Any] = {}
     if isinstance(exc, NoEligibleModelError):
         status, kind, extra = 422, "no_eligible_model", {"reasons": exc.reasons}
+        if exc.needs:  # what no model offers: a capability, max_output_tokens, ...
+            extra["needs"] = list(exc.needs)
         field = field or "models"
     elif isinstance(exc, (RequestError, CatalogError)):
         status, kind = 422, "invalid_request"

@@ -40,6 +40,7 @@ from bandit.features import estimate_tokens, featurize, parse_request
 from serving.cache import CachedAnswer, ResponseCache, cache_key
 from serving.checks import answer_problem, completion_problem, wants_json
 from serving.cooldown import Cooldown
+from serving.judge import Answered
 from serving.metrics import Metrics
 from serving.requests import GatewayExtension, check_tenant, plain_text, validation_error
 from serving.upstream import (
@@ -77,6 +78,8 @@ class RouteRequest:
     kind: str = "policy"  # policy | passthrough | failover | cascade
     tenant: str | None = None
     user_key: str | None = None
+    reasoning_effort: str | None = None  # needs a model with ``reasoning``
+    modalities: Sequence[str] | None = None  # "audio" among them needs ``audio``
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,8 @@ class _Call:
     attempt: int = 1
     check_json: bool | None = None  # the last model of a streamed cascade: check at the end
     recorded: bool = False
+    base: RouteRequest | None = None  # what the client asked (for the judge and signals)
+    tool_args: dict[int, str] = field(default_factory=dict)  # arguments, by tool call
 
     def prompt_estimate(self) -> int:
         total = 0
@@ -297,6 +302,11 @@ class Gateway:
         self._timers: set[asyncio.TimerHandle] = set()
         self._outcomes: list[tuple[str, Outcome]] = []
         self._outcome_timer: asyncio.TimerHandle | None = None
+        # The judge and the implicit signals (serving/grading.py), when the router has
+        # them: told of answers, requests and abandoned streams, off the response path.
+        self.grading = getattr(router, "grading", None)
+        if self.grading is not None:
+            self.grading.bind(upstream)
 
     # -- lifecycle -------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -353,6 +363,8 @@ class Gateway:
         if not isinstance(messages, list) or not messages:
             raise GatewayError("messages: must be a non-empty list", status_code=400,
                                param="messages")
+        if self.grading is not None:  # the same conversation again: a regeneration
+            self.grading.asked(tenant, _user(user_key, ext), messages)
         n = request.get("n")
         if n is not None and (isinstance(n, bool) or not isinstance(n, int)
                               or not 1 <= n <= self.config.max_choices):
@@ -389,6 +401,8 @@ class Gateway:
             allow=None if ext.models is None else tuple(ext.models),
             tenant=tenant,
             user_key=user_key,
+            reasoning_effort=request.get("reasoning_effort"),
+            modalities=request.get("modalities"),
         )
         try:
             if forced is not None:
@@ -409,7 +423,7 @@ class Gateway:
                                    if m != chosen and self.cooldown.available(m)]
                 kind = "failover"
         except NoEligibleModelError as exc:
-            raise GatewayError(str(exc), status_code=400, code="no_eligible_model") from exc
+            raise _ineligible(exc) from exc
         except RequestError as exc:
             raise _invalid(exc) from exc
         client_usage = bool((request.get("stream_options") or {}).get("include_usage"))
@@ -438,7 +452,8 @@ class Gateway:
     def _cascade_plan(self, base: RouteRequest, catalog: Catalog) -> list[str]:
         ctx = featurize(parse_request(
             messages=base.messages, max_tokens=base.max_tokens, tools=base.tools,
-            response_format=base.response_format))
+            response_format=base.response_format, reasoning_effort=base.reasoning_effort,
+            modalities=base.modalities))
         specs = eligible_models(catalog, ctx, allow=base.allow)
         out_tokens = min(256, base.max_tokens or 256)
 
@@ -493,7 +508,7 @@ class Gateway:
             last = i == len(plan) - 1
             collect = stream and cascade and not last  # checked whole before it is sent
             call = _Call(decision_id=decision_id, spec=spec, started=self._clock(),
-                         messages=base.messages, deferred=collect, attempt=i + 1,
+                         messages=base.messages, deferred=collect, attempt=i + 1, base=base,
                          check_json=json_expected if stream and cascade and last else None)
             # This attempt's share of what is left, so that a model that hangs leaves the
             # next ones theirs; a stream's first chunk is due sooner (first_byte_timeout_s).
@@ -623,6 +638,8 @@ class Gateway:
         self.cooldown.release(call.spec.name)  # a probe that was cut short proves nothing
         self._record(call, "cancelled", why)
         self.metrics.upstream_cancelled.labels(call.spec.name).inc()
+        if call.relaying and self.grading is not None:  # left mid-answer
+            self.grading.abandoned(call.decision_id)
         log.info("client went away: decision %s, model %s: upstream call cancelled (%s)",
                  call.decision_id, call.spec.name, why)
 
@@ -712,6 +729,7 @@ class Gateway:
                 call.text.append(content)
             if delta.get("tool_calls") or delta.get("function_call"):
                 call.tool_calls = True
+                _gather_tool_args(call, delta)
             if delta.get("refusal"):
                 call.refusal = (call.refusal or "") + delta["refusal"]
             if choice.get("finish_reason"):
@@ -731,6 +749,10 @@ class Gateway:
             msg = choice.get("message") or {}
             if isinstance(msg.get("content"), str):
                 call.text.append(msg["content"])
+            if isinstance(choice, Mapping) and choice.get("finish_reason"):
+                call.finish_reason = choice["finish_reason"]
+            if isinstance(msg, Mapping):
+                _gather_tool_args(call, msg)
         call.first_token = self._clock()
 
     def _record(self, call: _Call, status: str, error: str | None) -> None:
@@ -748,7 +770,9 @@ class Gateway:
             prompt = call.prompt_estimate() if sent else 0
             completion = estimate_tokens("".join(call.text))
         assert isinstance(prompt, int) and isinstance(completion, int)
-        cost = call.spec.call_cost_usd(input_tokens=prompt, output_tokens=completion)
+        cached, written = (0, 0) if estimated else _cache_tokens(usage)
+        cost = call.spec.call_cost_usd(input_tokens=prompt, output_tokens=completion,
+                                       cached_input_tokens=cached, cache_write_tokens=written)
         outcome = Outcome(
             model=call.spec.name,
             latency_ms=(now - call.started) * 1000.0,
@@ -769,6 +793,15 @@ class Gateway:
                 self.config.outcome_interval_s, self._hand_over)
         if status == "ok" and self.config.default_quality is not None:
             self._schedule_default(call.decision_id, self.config.default_quality)
+        if status == "ok" and self.grading is not None and call.base is not None:
+            base = call.base
+            self.grading.answered(Answered(
+                decision_id=call.decision_id, model=call.spec.name, tenant=base.tenant,
+                user=base.user_key or _meta_user(base.metadata), messages=base.messages,
+                text="".join(call.text),
+                finish_reason=call.finish_reason,
+                tool_args=tuple(call.tool_args[i] for i in sorted(call.tool_args)),
+                response_format=base.response_format, metadata=base.metadata))
 
     def _hand_over(self) -> None:
         # All in one loop iteration, so the router's writer commits them in one batch.
@@ -800,12 +833,45 @@ class Gateway:
         self._timers.add(handle)
 
 
+def _meta_user(metadata: Mapping[str, Any] | None) -> str | None:
+    value = (metadata or {}).get("user_key") or (metadata or {}).get("user")
+    return value if isinstance(value, str) else None
+
+
+def _user(user_key: str | None, ext: GatewayExtension) -> str | None:
+    meta = ext.metadata
+    return user_key or (None if meta is None else (meta.user_key or meta.user))
+
+
+def _gather_tool_args(call: _Call, part: Mapping[str, Any]) -> None:
+    """Add a message's (or a stream delta's) tool call arguments to ``call.tool_args``."""
+    for n, tc in enumerate(part.get("tool_calls") or ()):
+        if not isinstance(tc, Mapping):
+            continue
+        fn = tc.get("function")
+        args = fn.get("arguments") if isinstance(fn, Mapping) else None
+        index = tc.get("index", n)
+        if isinstance(args, str) and isinstance(index, int):
+            call.tool_args[index] = call.tool_args.get(index, "") + args
+    fn = part.get("function_call")
+    if isinstance(fn, Mapping) and isinstance(fn.get("arguments"), str):
+        call.tool_args[0] = call.tool_args.get(0, "") + fn["arguments"]
+
+
 def _invalid(exc: RequestError) -> GatewayError:
     """A refused field as OpenAI names it: 400, ``param`` the field the message starts with."""
     message = str(exc)
     field, sep, _ = message.partition(": ")
     return GatewayError(message, status_code=400, param=field if sep else None,
                         code="invalid_value")
+
+
+def _ineligible(exc: NoEligibleModelError) -> GatewayError:
+    """No model can serve the request: a 400 whose message (and ``x-routebandit-needs``
+    header) names what no model offers, a capability such as ``audio`` or
+    ``max_output_tokens`` / ``context_window``; every door retells it in its shape."""
+    headers = {"x-routebandit-needs": ",".join(exc.needs)} if exc.needs else None
+    return GatewayError(str(exc), status_code=400, code="no_eligible_model", headers=headers)
 
 
 def _extension(raw: Any, tenant: str | None) -> GatewayExtension:
@@ -833,6 +899,19 @@ def _failure_status(exc: UpstreamError) -> str:
     if isinstance(exc, (UpstreamConnectError, UpstreamConfigError)):
         return "unreachable"
     return "error"
+
+
+def _cache_tokens(usage: Mapping[str, Any]) -> tuple[int, int]:
+    """The prompt tokens of a chat-shaped usage read from the provider's prompt cache
+    (OpenAI's ``prompt_tokens_details.cached_tokens``) and written to it
+    (``cache_write_tokens`` beside it: the native adapters carry Anthropic's cache writes
+    there); both are counted in ``prompt_tokens``."""
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, Mapping):
+        return 0, 0
+    read, written = details.get("cached_tokens"), details.get("cache_write_tokens")
+    return (read if isinstance(read, int) and not isinstance(read, bool) else 0,
+            written if isinstance(written, int) and not isinstance(written, bool) else 0)
 
 
 def _finished(body: Mapping[str, Any]) -> bool:

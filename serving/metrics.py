@@ -78,6 +78,12 @@ class Metrics:
             "learn, set aside in the dead_letters table, by worker and kind.",
             ["worker", "kind"], registry=r,
         )
+        self.model_changes = Counter(
+            "routebandit_model_changes", "Changes of a model the policy went through, by "
+            "model and source: 'detected' (its grades shifted: bandit.drift) or "
+            "'operator' (reset-model); each forgets what was learned of its quality.",
+            ["model", "source"], registry=r,
+        )
         self.worker_restarts = Counter(
             "routebandit_worker_restarts", "Background workers that died and were "
             "started again (each also logged with its traceback).", ["worker"], registry=r,
@@ -141,6 +147,34 @@ class Metrics:
         self._decision_children: dict[tuple[str, str], Any] = {}
         self._feedback_children: dict[str, Any] = {}
         self._kind_source_children: dict[str, Any] = {}
+        # Grades no one posted (serving/judge.py, serving/signals.py, docs/judge.md).
+        self.judge_calls = Counter(
+            "routebandit_judge_calls", "Calls to the judge model, by model and result "
+            "(graded, invalid, timeout, error).", ["model", "result"], registry=r,
+        )
+        self.judge_cost = Counter(
+            "routebandit_judge_cost_usd", "What the judge's calls cost, in USD.", ["model"],
+            registry=r,
+        )
+        self.judge_skipped = Counter(
+            "routebandit_judge_skipped", "Sampled answers the judge did not grade, by reason "
+            "(budget, rate, queue).", ["reason"], registry=r,
+        )
+        self.grades = Counter(
+            "routebandit_grades", "Grades no one posted, by source and what became of them "
+            "(recorded, failed, learned, superseded, replaced).", ["source", "status"],
+            registry=r,
+        )
+        self.judge_calibration = Gauge(
+            "routebandit_judge_calibration_offset", "The judge's mean offset from people's "
+            "scores of each answering model (subtracted once enough pairs back it).",
+            ["model"], registry=r,
+        )
+        self.judge_agreement = Gauge(
+            "routebandit_judge_agreement", "Judge against people on the same decisions: "
+            "correlation, mean_difference (judge minus person) and n.", ["stat"],
+            registry=r,
+        )
         self._reward_n = 0
         self._reward_total = 0.0
 

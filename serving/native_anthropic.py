@@ -134,14 +134,21 @@ def to_messages(payload: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _usage(usage: Mapping[str, Any] | None) -> dict[str, int] | None:
+def _usage(usage: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not isinstance(usage, Mapping):
         return None
-    inp = int(usage.get("input_tokens") or 0) + int(
-        usage.get("cache_read_input_tokens") or 0) + int(
-        usage.get("cache_creation_input_tokens") or 0)
+    # Anthropic counts cache reads and writes apart from input_tokens; Chat Completions
+    # counts them in prompt_tokens, reads as prompt_tokens_details.cached_tokens (and
+    # writes beside them, for the gateway's cost).
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    inp = int(usage.get("input_tokens") or 0) + read + written
     out = int(usage.get("output_tokens") or 0)
-    return {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
+    chat: dict[str, Any] = {"prompt_tokens": inp, "completion_tokens": out,
+                            "total_tokens": inp + out}
+    if read or written:
+        chat["prompt_tokens_details"] = {"cached_tokens": read, "cache_write_tokens": written}
+    return chat
 
 
 def to_completion(body: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -231,8 +238,9 @@ class MessagesStream:
                      "choices": [], "usage": usage}] if usage else []
         return []  # content_block_stop, and events this version does not know
 
-    def end(self) -> None:
+    def end(self) -> list[dict[str, Any]]:
         if self.finish is None:
             raise NativeFault("the stream ended without a stop_reason")
         if not self.done:
             raise NativeFault("the stream ended without message_stop")
+        return []  # the usage chunk came with message_stop

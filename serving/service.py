@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Protocol
 from bandit.catalog import Catalog, ModelSpec, parse_model
 from bandit.clusters import ClusterTree, with_clusters
 from bandit.decision import Decision
+from bandit.drift import ChangeEvent
 from bandit.errors import CatalogError, RequestError
 from bandit.features import featurize, parse_request
 from bandit.kinds import kind_source
@@ -53,6 +54,7 @@ from feedback.store import Store
 from feedback.versions import CHALLENGER, SHADOW, Arms
 from feedback.writer import BatchWriter
 from serving.embedder import EMPTY, NOTHING, OK, Embedded, Embedder
+from serving.errors import NotFoundError
 from serving.metrics import Metrics
 
 log = logging.getLogger("routebandit.service")
@@ -87,6 +89,10 @@ class RouteRequestLike(Protocol):
     def tenant(self) -> str | None: ...
     @property
     def user_key(self) -> str | None: ...
+    @property
+    def reasoning_effort(self) -> str | None: ...
+    @property
+    def modalities(self) -> Sequence[str] | None: ...
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,8 @@ class RouteRequest:
     kind: str = POLICY
     tenant: str | None = None
     user_key: str | None = None
+    reasoning_effort: str | None = None
+    modalities: Sequence[str] | None = None
 
 
 class OutcomeLike(Protocol):
@@ -223,6 +231,9 @@ class _ToLearn:
     outcome: Mapping[str, float | None]
     kind: str
     queued: float
+    correction_id: int | None = None  # a posted score that replaced a learned grade
+    reward_before: float | None = None
+    score_before: float | None = None
 
 
 class RouterService:
@@ -266,6 +277,8 @@ class RouterService:
             on_dead_letter=lambda kind: self.metrics.dead_letters.labels("writer", kind).inc())
         self.learner.on_dead_letter = (
             lambda kind: self.metrics.dead_letters.labels("learner", kind).inc())
+        self.learner.on_change = (
+            lambda event: self.metrics.model_changes.labels(event.model, event.source).inc())
         self.shutdown_timeout_s = shutdown_timeout_s
         self._stopping = False
         self._recent = _RecentCache(decision_cache_size)
@@ -281,6 +294,9 @@ class RouterService:
         self.lookup_grace_s = 0.0
         # Spend budgets per tenant (serving/budget.py): shift to cheaper models, then refuse.
         self.budgets: Any = None
+        # Grades no one posted (serving/grading.py): the judge and the implicit signals,
+        # which the gateway reports answers to. None: none.
+        self.grading: Any = None
         # Checks a model (and where it came from) before it joins the catalog, raising
         # CatalogError: the upstream egress policy (serving/egress.py), set by the app.
         self.vet_model: Callable[[ModelSpec, str], None] | None = None
@@ -405,6 +421,7 @@ class RouterService:
         req = parse_request(
             messages=request.messages, prompt=prompt, max_tokens=request.max_tokens,
             tools=request.tools, response_format=request.response_format, metadata=metadata,
+            reasoning_effort=request.reasoning_effort, modalities=request.modalities,
         )
         if req.total_chars > self.max_prompt_chars:
             field = "prompt" if prompt is not None else "messages"
@@ -528,8 +545,12 @@ class RouterService:
         output_tokens: int | None = None,
         cost_usd: float | None = None,
         source: str | None = None,
+        grade_id: int | None = None,
     ) -> FeedbackResult:
         """Turn a score into a reward, commit it, queue its learning step.
+
+        ``grade_id``: a grade no one posted, promoted to the decision's feedback
+        (feedback/grades.py); a posted score later takes its place.
 
         Idempotent: the same feedback again returns the stored result with
         ``duplicate=True`` and is not learned again. ``tenant=None`` (development
@@ -549,6 +570,7 @@ class RouterService:
                 reward_cost_usd=r.cost_usd, reward_latency_ms=r.latency_ms,
                 latency_ms=latency_ms, input_tokens=input_tokens,
                 output_tokens=output_tokens, cost_usd=cost_usd, source=source,
+                grade_id=grade_id,
             )
         )
         if result.duplicate:
@@ -563,6 +585,10 @@ class RouterService:
             reward=result.record.reward, outcome=r.measured, kind=recent.kind,
             queued=time.perf_counter(),
         )
+        if result.replaced is not None:  # the learned grade's step gets a correction
+            item = replace(item, correction_id=result.correction_id,
+                           reward_before=result.replaced.reward,
+                           score_before=result.replaced.score)
         if self._learn_q is not None:
             self._learn_q.put_nowait(item)
             self.metrics.learn_backlog.set(self._learn_q.qsize())
@@ -637,6 +663,17 @@ class RouterService:
 
     async def checkpoint(self) -> None:
         await asyncio.to_thread(self.learner.checkpoint, "admin")
+
+    async def reset_model(self, model: str, *, estimates: bool = True) -> ChangeEvent:
+        """Declare ``model`` changed (docs/policy.md, "Adapting to change"): the live
+        policy forgets what it learned of it, the others keep theirs; logged, counted
+        and checkpointed at once."""
+        if model not in self.catalog.names:
+            raise NotFoundError(f"model: {model!r} is not in the catalog")
+        event = self.policy.reset_model(model, estimates=estimates)
+        self.learner.report_changes()
+        await asyncio.to_thread(self.learner.checkpoint, "periodic")
+        return event
         self.metrics.checkpoints.inc()
 
     # -- background learning ---------------------------------------------------------------
@@ -714,7 +751,10 @@ class RouterService:
                 log.warning("decision %s of feedback %d is gone", b.decision_id, b.seq)
                 continue
             items.append(LearnItem(seq=b.seq, decision=decision, reward=b.reward,
-                                   outcome=b.outcome, kind=b.kind))
+                                   outcome=b.outcome, kind=b.kind,
+                                   correction_id=b.correction_id,
+                                   reward_before=b.reward_before,
+                                   score_before=b.score_before))
         return self.learner.learn_many(items)
 
     def _on_flush(self, n_decisions: int, n_ops: int, seconds: float) -> None:

@@ -88,6 +88,67 @@ class EmbedderOpenAI(BaseModel):
                              "an embedding; past it the decision goes on without one.")
 
 
+class JudgeSettings(BaseModel):
+    """The sampled LLM judge (docs/judge.md); ``model`` unset: no judge."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(None, description="A catalog model that grades answers; "
+                              "called directly, never routed nor learned from.")
+    sample_rate: float = Field(0.05, ge=0, le=1, description="Share of gateway answers "
+                               "graded (seeded by decision id).")
+    seed: int = Field(0, description="Seed of the sample.")
+    daily_budget_usd: float = Field(1.0, ge=0, allow_inf_nan=False, description="Most the "
+                                    "judge's calls may cost per UTC day; then it stops.")
+    rubric: str | None = Field(None, max_length=8000, description="What a good answer is "
+                               "(default: a general one); metadata.judge_rubric overrides "
+                               "it per request.")
+    weight: float = Field(0.8, ge=0, le=1, description="How far a grade moves the learned "
+                          "quality from 0.5 (1: its score as is).")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Longest one judge call.")
+    retries: int = Field(1, ge=0, le=5, description="Further tries after a timeout or error.")
+    rate_per_minute: float = Field(60.0, gt=0, description="Most judge calls per minute; "
+                                   "sampled answers beyond it are skipped.")
+    max_queue: int = Field(1000, ge=1, description="Answers waiting for the judge; beyond "
+                           "it they are skipped.")
+    calibrate: bool = Field(True, description="Shift the judge's grades of each model by "
+                            "its mean offset from people's scores of that model.")
+    calibration_min_pairs: int = Field(20, ge=1, description="People's scores of a model "
+                                       "needed before its calibration applies.")
+
+
+class GradeSettings(BaseModel):
+    """When grades no one posted become feedback (docs/judge.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grace_s: float = Field(300.0, ge=0, description="A grade waits this long for a posted "
+                           "score before the router learns it.")
+    interval_s: float = Field(5.0, gt=0, le=3600, description="How often due grades are "
+                              "promoted.")
+
+
+class SignalSettings(BaseModel):
+    """Implicit signals of a bad answer, each a feedback source (docs/judge.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    length: bool = Field(True, description="An answer cut off by its length limit.")
+    length_weight: float = Field(0.6, ge=0, le=1)
+    json_: bool = Field(True, alias="json", description="Output that fails the requested "
+                        "JSON (schema).")
+    json_weight: float = Field(0.8, ge=0, le=1)
+    tool_args: bool = Field(True, description="A tool call whose arguments are not JSON.")
+    tool_args_weight: float = Field(0.8, ge=0, le=1)
+    regenerated: bool = Field(True, description="The same conversation resent soon after "
+                              "its answer: against that answer.")
+    regenerated_weight: float = Field(0.4, ge=0, le=1)
+    regenerate_window_s: float = Field(120.0, gt=0, le=86400)
+    abandoned: bool = Field(False, description="A stream the client left mid-answer "
+                            "(off: clients also stop streams they are done with).")
+    abandoned_weight: float = Field(0.4, ge=0, le=1)
+
+
 class Settings(BaseSettings):
     """Everything ``routebandit serve`` can be told."""
 
@@ -162,6 +223,13 @@ class Settings(BaseSettings):
     embedder_openai: EmbedderOpenAI = Field(
         EmbedderOpenAI(base_url=None, model=None, api_key_env=None, timeout_s=0.25),
         description="embedder: openai: base_url, model, api_key_env, timeout_s.")
+    judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings.model_validate({}),
+                                 description="The sampled LLM judge (docs/judge.md).")
+    grades: GradeSettings = Field(default_factory=lambda: GradeSettings.model_validate({}),
+                                  description="When grades no one posted are learned.")
+    signals: SignalSettings = Field(
+        default_factory=lambda: SignalSettings.model_validate({}),
+        description="Implicit signals of a bad answer, each a feedback source.")
     otel: str = Field(
         "auto", description="FastAPI's OpenTelemetry spans, metrics and logs: on, off, or "
         "auto: on when OpenTelemetry is configured when the service starts (docs/deploy.md)."

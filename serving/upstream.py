@@ -1,6 +1,7 @@
 """The upstream client: httpx.AsyncClient speaking OpenAI's Chat Completions protocol
-(or Anthropic's Messages API for a catalog model with ``api: anthropic``, translated both
-ways by :mod:`serving.native_anthropic`).
+(or Anthropic's Messages API for a catalog model with ``api: anthropic``, Gemini's
+``generateContent`` for ``api: gemini``, translated both ways by
+:mod:`serving.native_anthropic` and :mod:`serving.native_gemini`).
 
 Every model in the catalog names an OpenAI-compatible ``base_url`` and the environment
 variable holding its key (``api_key_env``). httpx's exceptions are translated into the
@@ -31,7 +32,7 @@ import math
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -47,9 +48,37 @@ from serving.aiohttp_transport import AiohttpTransport
 from serving.egress import EgressError, EgressPolicy, literal_address
 from serving.native_anthropic import VERSION as ANTHROPIC_VERSION
 from serving.native_anthropic import MessagesStream, NativeFault, to_completion, to_messages
+from serving.native_gemini import GenerateStream, method_url, retry_delay, to_generate
+from serving.native_gemini import to_completion as gemini_completion
 from serving.sse import ChatStream, StreamFault, completion_fault, split
 
 T = TypeVar("T")
+
+
+class _Translator(Protocol):
+    """A native stream's events in, Chat Completions chunks out (NativeFault when the
+    stream is not an answer); :meth:`end` at the end of the body."""
+
+    done: bool
+
+    def event(self, event: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    def end(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class _Native:
+    """A native protocol (catalog ``api``): its path under base_url (none: the URL names
+    the model), the request as it is sent, the answer as a chat body, its stream."""
+
+    path: str
+    request: Callable[[Mapping[str, Any]], dict[str, Any]]
+    answer: Callable[[Mapping[str, Any], str], dict[str, Any]]
+    stream: Callable[[str], _Translator]
+
+
+_NATIVE = {"anthropic": _Native("messages", to_messages, to_completion, MessagesStream),
+           "gemini": _Native("", to_generate, gemini_completion, GenerateStream)}
 
 # After [DONE], how long the rest of a stream's body (the end of its chunked encoding)
 # is waited for, so the connection goes back to the pool instead of being dropped.
@@ -405,8 +434,10 @@ class Upstream:
         try:
             if url is None:
                 self._egress.check_url(spec.base_url)
-                path = "messages" if spec.api == "anthropic" else "chat/completions"
-                url = self._urls[(spec.base_url, spec.api)] = f"{spec.base_url}/{path}"
+                # Gemini's URL names the model and the method: see _call_url.
+                path = _NATIVE[spec.api].path if spec.api in _NATIVE else "chat/completions"
+                url = self._urls[(spec.base_url, spec.api)] = \
+                    f"{spec.base_url}/{path}" if path else spec.base_url
             key = self._egress.key(spec.api_key_env, self._env) if spec.api_key_env else None
         except EgressError as exc:
             raise _refused(exc, spec.name) from exc
@@ -419,6 +450,8 @@ class Upstream:
                 )
             if spec.api == "anthropic":
                 headers["x-api-key"] = key
+            elif spec.api == "gemini":
+                headers["x-goog-api-key"] = key
             else:
                 headers["authorization"] = f"Bearer {key}"
         if spec.api == "anthropic":
@@ -482,9 +515,10 @@ class Upstream:
         not JSON). A redirect is returned as it came (it is never followed).
         """
         url, headers = self._target(spec)
-        native = spec.api == "anthropic"
-        if native:
-            payload = to_messages(payload)
+        native = _NATIVE.get(spec.api or "")
+        if native is not None:
+            url = _call_url(spec, url, payload, stream=False)
+            payload = native.request(payload)
         budget = budget or Budget.from_now()
         shard = self._take()
         try:
@@ -505,9 +539,9 @@ class Upstream:
         if not isinstance(body, dict):
             raise UpstreamProtocolError(f"{spec.name}: upstream answer is not a JSON object",
                                         model=spec.name)
-        if native and resp.status_code < 300:
+        if native is not None and resp.status_code < 300:
             try:
-                body = to_completion(body, spec.name)
+                body = native.answer(body, spec.name)
             except NativeFault as exc:
                 error = UpstreamBadAnswer if exc.error else UpstreamProtocolError
                 raise error(f"{spec.name}: {exc}", model=spec.name) from None
@@ -530,9 +564,10 @@ class Upstream:
         """
         url, headers = self._target(spec)
         headers["accept"] = "text/event-stream"
-        native = spec.api == "anthropic"
-        if native:
-            payload = to_messages(payload)
+        native = _NATIVE.get(spec.api or "")
+        if native is not None:
+            url = _call_url(spec, url, payload, stream=True)
+            payload = native.request(payload)
         budget = budget or Budget.from_now()
         shard = self._take()
         try:
@@ -544,12 +579,18 @@ class Upstream:
             if resp.status_code >= 400:
                 body = await self._body(spec, resp, budget).read_all()
                 raise _status_error(spec.name, resp.status_code, body, resp.headers)
-            read = _native_chunks if native else _chunks
-            yield read(self._body(spec, resp, budget, first_by=budget.first_byte_at),
-                       spec.name)
+            reader = self._body(spec, resp, budget, first_by=budget.first_byte_at)
+            yield (_chunks(reader, spec.name) if native is None
+                   else _native_chunks(reader, spec.name, native.stream(spec.name)))
         finally:
             self._busy[shard] -= 1
             await resp.aclose()
+
+
+def _call_url(spec: ModelSpec, url: str, payload: Mapping[str, Any], *, stream: bool) -> str:
+    if spec.api != "gemini":
+        return url
+    return method_url(url, str(payload.get("model") or spec.wire_name), stream=stream)
 
 
 async def _within(aw: Awaitable[T], when: float) -> T:
@@ -663,9 +704,9 @@ async def _chunks(body: _Body, model: str) -> AsyncIterator[dict[str, Any]]:
         raise error(f"{model}: {exc}", model=model) from None
 
 
-async def _native_chunks(body: _Body, model: str) -> AsyncIterator[dict[str, Any]]:
-    """An Anthropic stream's events as Chat Completions chunks, checked as they come."""
-    check = MessagesStream(model)
+async def _native_chunks(body: _Body, model: str,
+                         check: _Translator) -> AsyncIterator[dict[str, Any]]:
+    """A native stream's events as Chat Completions chunks, checked as they come."""
     buf = b""
     try:
         while not check.done and (piece := await body.read()) is not None:
@@ -677,7 +718,8 @@ async def _native_chunks(body: _Body, model: str) -> AsyncIterator[dict[str, Any
         if not check.done and buf.strip():
             for chunk in check.event(_event_data(buf.strip())):
                 yield chunk
-        check.end()
+        for chunk in check.end():
+            yield chunk
         await body.drain(_DRAIN_S)
     except NativeFault as exc:
         error = UpstreamBadAnswer if exc.error else UpstreamProtocolError
@@ -702,5 +744,10 @@ def _status_error(model: str, status: int, body: bytes,
                   headers: Mapping[str, str]) -> UpstreamStatusError:
     detail = body[:300].decode("utf-8", "replace")
     keep = {k: v for k, v in headers.items() if k.lower() in ("retry-after", "content-type")}
+    if status in CAPACITY_STATUS | OVERLOADED_STATUS and not any(
+            k.lower() == "retry-after" for k in keep):
+        delay = retry_delay(body)  # Google says when to come back in the body
+        if delay is not None:
+            keep["retry-after"] = delay
     return UpstreamStatusError(f"{model}: upstream answered {status}: {detail}", model=model,
                                status_code=status, body=body, headers=keep)

@@ -90,7 +90,8 @@ class VersionManager:
                                       min_s=snapshot_min_interval_s),
             examples=self._recent_examples,
             params=lambda: {"embedder": getattr(getattr(service, "embedder", None), "name",
-                                                "none")},
+                                                "none"), **_judged(service)[0]},
+            metrics=lambda: _judged(service)[1],
         )
         self._since = datetime.now(timezone.utc)
         self._task: asyncio.Task[None] | None = None
@@ -171,3 +172,12 @@ class VersionManager:
             return ()
         since = min(self._since, datetime.now(timezone.utc) - timedelta(hours=1))
         return list(self.store.logged(since, None, kind="policy", limit=self.snapshot_window))
+
+
+def _judged(service: Any) -> tuple[dict[str, Any], dict[str, float]]:
+    """The judge's calibration and agreement, for each snapshot's run (docs/judge.md)."""
+    grading = getattr(service, "grading", None)
+    if grading is None:
+        return {}, {}
+    params, metrics = grading.record()
+    return dict(params), dict(metrics)

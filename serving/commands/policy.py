@@ -1,17 +1,25 @@
-"""``routebandit policy list|show|compare|promote|rollback|challenger``: policy versions.
+"""``routebandit policy list|show|compare|promote|rollback|challenger|reset-model``.
 
 Every version is an MLflow run and a registered model version; the ``champion`` alias is
 what the service serves and ``challenger`` what shadow and A/B modes try. A running
 service picks up a promotion or a rollback by itself, without dropping a request.
+
+``reset-model`` tells a running service that a model changed (its provider updated it
+behind the same name, say): the live policy forgets what it learned of that model's
+quality (and, unless ``--keep-estimates``, its cost, latency and answer length) and
+keeps every other model's (docs/policy.md, "Adapting to change").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
+
+import httpx
 
 from serving.commands import tracking_args
 
@@ -59,6 +67,52 @@ def register(subparsers: Any) -> None:
     p.add_argument("version", metavar="V", help="version to try: 3 or v3")
     tracking_args.add_store_args(p)
     p.set_defaults(func=_challenger)
+
+    p = sub.add_parser(
+        "reset-model", help="tell a running service that a model changed",
+        description="Forget what the live policy learned of one model (its quality, and "
+                    "unless --keep-estimates its cost, latency and answer length), keep "
+                    "the others'. Calls the service's admin API (POST "
+                    "/v1/policy/reset-model).")
+    p.add_argument("model", metavar="NAME", help="the model's catalog name")
+    p.add_argument("--url", default=os.environ.get("ROUTEBANDIT_URL", "http://127.0.0.1:8000"),
+                   help="the service (default $ROUTEBANDIT_URL or http://127.0.0.1:8000)")
+    p.add_argument("--api-key-env", default="ROUTEBANDIT_ADMIN_KEY", metavar="VAR",
+                   help="environment variable holding an admin API key (default "
+                        "ROUTEBANDIT_ADMIN_KEY; not needed in development mode)")
+    p.add_argument("--keep-estimates", action="store_true",
+                   help="keep its measured cost, latency and answer length")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.set_defaults(func=_reset_model)
+
+
+def _reset_model(args: argparse.Namespace) -> int:
+    key = os.environ.get(args.api_key_env)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = args.url.rstrip("/") + "/v1/policy/reset-model"
+    try:
+        response = httpx.post(url, json={"model": args.model,
+                                         "estimates": not args.keep_estimates},
+                              headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"routebandit policy reset-model: cannot reach the service at {args.url}: "
+              f"{type(exc).__name__}; is `routebandit serve` running there? (--url)",
+              file=sys.stderr)
+        return 2
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        hint = (f" (set {args.api_key_env} to an admin API key)"
+                if response.status_code in (401, 403) else "")
+        print(f"routebandit policy reset-model: HTTP {response.status_code}: {message}{hint}",
+              file=sys.stderr)
+        return 2
+    change = response.json()["change"]
+    print(f"{change['model']}: declared changed after {change['at']} learning steps; "
+          "what the policy learned of it is forgotten, the other models' is kept")
+    return 0
 
 
 def _when(ms: int) -> str:

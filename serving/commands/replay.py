@@ -13,7 +13,8 @@ A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` wri
       "schema": "routebandit.replay/1",
       "config": {"seed", "passes", "cost_weights": [..], "exploration", "policy": {..},
                  "curve_every", "task_tag", "full_info_passes",
-                 "full_info_learning_rate", "limit"},
+                 "full_info_learning_rate", "changes": [..], "change_window",
+                 "limit", "embedder"},
       "data": {"source", "n_train", "n_test", "models": [..],
                "tasks": {task: {"train": n, "test": n}}, "split_assigned"},
       "best_single": {"model", "quality", "cost_per_prompt"},
@@ -33,8 +34,18 @@ A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` wri
       "learning_curve": [{"cost_weight", "points": [{"step", "mean_reward",
                           "mean_quality", "mean_cost_per_prompt"}]}],
       "learning_curve_reference": {"model", "points": [{"step", "mean_quality"}]},
+      "changes": [{"change", "kind", "model", "step", "window", "threshold",
+                   "by_cost_weight": [{"cost_weight", "share_before", "windows": [..],
+                                       "decisions_to_cross"}]}],   # one per --change
+      "clusters": {"n_clusters", "n_leaves", "depth", "leaf_sizes": [..],
+                   "checkpoint_bytes", "cap", "split_after", "n_learned",
+                   "purity", "purity_top", "nmi"},   # null with --embedder none
       "elapsed_seconds"
     }
+
+With ``--embedder local`` (the default) every prompt is embedded as the service embeds
+it (serving/embedder.py: wordllama, the bounded head and tail of the last user turn) and
+routed by its clusters of meaning (:func:`bandit.replay.grow_clusters`).
 
 Costs are mean USD per test prompt, qualities mean graded quality in [0, 1]; a headline
 number is ``null`` when the router never reaches it. ``single_models`` frontier points
@@ -51,15 +62,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from bandit.errors import RequestError, RouteBanditError
-from bandit.outcomes import load_outcomes
+from bandit.features import parse_request
+from bandit.outcomes import OutcomeTable, load_outcomes
 from bandit.policy import EXPLORATIONS, PolicyConfig
 from bandit.replay import (
     DEFAULT_COST_WEIGHTS,
+    Change,
+    ChangeReport,
+    ClusterReport,
     OperatingPoint,
     ReplayConfig,
     ReplayResult,
     RouterResult,
+    check_changes,
     replay,
     work_units,
 )
@@ -86,6 +105,30 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
+
+
+def _change(text: str) -> Change:
+    """``degrade:MODEL@STEP``, ``add:MODEL@STEP`` or ``price:MODEL@STEP=IN,OUT``."""
+    usage = ("expected degrade:MODEL@STEP, add:MODEL@STEP or price:MODEL@STEP=IN,OUT "
+             f"(IN, OUT: USD per million tokens), got {text!r}")
+    kind, sep, rest = text.partition(":")
+    prices: tuple[float, float] | None = None
+    if kind == "price":
+        rest, eq, priced = rest.rpartition("=")
+        try:
+            a, b = (float(v) for v in priced.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(usage) from None
+        if not eq:
+            raise argparse.ArgumentTypeError(usage)
+        prices = (a, b)
+    model, at, step = rest.rpartition("@")
+    if not sep or not at or not model or not step.isdigit():
+        raise argparse.ArgumentTypeError(usage)
+    try:
+        return Change(kind, model, int(step), *(prices or (None, None)))
+    except RouteBanditError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _interactions(text: str) -> tuple[str, ...]:
@@ -133,6 +176,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--task-tag", action="store_true",
                    help="let the routers see the table's task as request metadata "
                         "(default: the prompt only)")
+    p.add_argument("--change", type=_change, action="append", default=[], dest="changes",
+                   metavar="KIND:MODEL@STEP",
+                   help="change the world at a train step and see how the bandit reacts "
+                        "(repeatable): degrade:MODEL@STEP (its answers all wrong from then "
+                        "on), add:MODEL@STEP (not offered before), price:MODEL@STEP=IN,OUT "
+                        "(new list prices, USD per million tokens)")
+    p.add_argument("--change-window", type=_positive_int, default=100, metavar="N",
+                   help="decisions per window of the changed model's share (default: 100)")
+    p.add_argument("--embedder", choices=REPLAY_EMBEDDERS, default="local",
+                   help="embed prompts as the service does and route by their clusters of "
+                        "meaning (local: wordllama, in process), or not (none) "
+                        "(default: %(default)s)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", dest="json_path",
                    help="write every result as JSON to PATH (schema: docs/replay.md)")
     p.add_argument("--plot", type=Path, default=None, metavar="PATH.png",
@@ -158,24 +213,50 @@ def run(args: argparse.Namespace) -> int:
         cost_weights=tuple(args.cost_weights),
         policy=PolicyConfig(exploration=args.exploration, interactions=args.interactions),
         task_tag=args.task_tag,
+        changes=tuple(args.changes),
+        change_window=args.change_window,
     )
+    check_changes(table, config.changes)  # before the embedding's seconds
+    embeddings = None if args.embedder == "none" else embed_table(table)
     with tqdm(total=work_units(table, config), file=sys.stderr, unit="step",
               desc="replay", disable=args.quiet, dynamic_ncols=True) as bar:
-        result = replay(table, config, progress=bar.update)
+        result = replay(table, config, embeddings=embeddings, progress=bar.update)
     out = result.to_dict()
     out["data"] = {"source": str(args.outcomes), **out["data"]}
     out["config"]["limit"] = args.limit
+    out["config"]["embedder"] = args.embedder
     if args.json_path is not None:
         _write(args.json_path, json.dumps(out, indent=2) + "\n")
     if args.plot is not None:
         plot(result, args.plot)
-    print(render(result, source=str(args.outcomes)))
+    print(render(result, source=str(args.outcomes), embedder=args.embedder))
     if not args.no_mlflow:
         run_id = tracker(args).log_replay(
             out, run_name=f"replay {Path(args.outcomes).name} seed {args.seed}")
         print(f"  logged to MLflow as run {run_id} (experiment "
               f"{args.experiment or 'routebandit'}; --no-mlflow to skip)")
     return 0
+
+
+#: The embedders a replay can use: those of the service that run offline.
+REPLAY_EMBEDDERS = ("local", "none")
+
+
+def embed_table(table: OutcomeTable) -> npt.NDArray[np.float64]:
+    """Every prompt's embedding by the service's local embedder, on the text the service
+    embeds (the last user turn, bounded): one row per prompt, zeros where the service
+    would have none (an empty turn, or a text the embedder cannot read)."""
+    from serving.embedder import LocalEmbedder
+
+    embedder = LocalEmbedder()
+    rows: list[npt.NDArray[np.float64] | None] = [
+        embedder.embed_now(parse_request(prompt=p).last_user).vector for p in table.prompts]
+    dim = next((r.size for r in rows if r is not None), 1)
+    out = np.zeros((table.n_prompts, dim))
+    for i, r in enumerate(rows):
+        if r is not None:
+            out[i] = r
+    return out
 
 
 def _write(path: Path, text: str) -> None:
@@ -190,7 +271,7 @@ def _pct(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.1f}%"
 
 
-def render(result: ReplayResult, *, source: str = "") -> str:
+def render(result: ReplayResult, *, source: str = "", embedder: str = "none") -> str:
     """The human-readable summary printed at the end of a run."""
     best = result.best_single
     cfg = result.config
@@ -202,6 +283,7 @@ def render(result: ReplayResult, *, source: str = "") -> str:
         f"{result.elapsed_seconds:.1f} s",
         f"  best single model on test: {best.model}  quality {best.quality:.3f}  "
         f"${best.cost_per_prompt:.5f}/prompt",
+        *_cluster_lines(result.clusters, embedder),
         "",
         f"  {'router':<46} {'cost@95%':>11} {'cost@98%':>11} {'q@10%cost':>11} "
         f"{'q@30%cost':>11} {'AIQ':>7}",
@@ -233,11 +315,66 @@ def render(result: ReplayResult, *, source: str = "") -> str:
             f"{f.quality:>11.3f} {f.cost_per_prompt:>9.5f}   {top}"
         )
     lines += _per_task_lines(result.bandit.points)
+    for report in result.changes:
+        lines += _change_lines(report)
     lines += ["", f"  {'single model':<40} {'quality':>8} {'$/prompt':>9}"]
     singles = sorted(result.baseline("single_models").points, key=lambda p: p.cost_per_prompt)
     for p in singles:
         lines.append(f"  {p.model or '':<40} {p.quality:>8.3f} {p.cost_per_prompt:>9.5f}")
     return "\n".join(lines)
+
+
+#: Leaf sizes printed at most (all are in the JSON).
+MAX_LEAF_SIZES = 8
+
+
+def _cluster_lines(found: ClusterReport | None, embedder: str) -> list[str]:
+    if found is None:
+        return [f"  clusters of meaning: off (--embedder {embedder})"]
+    sizes = ", ".join(str(n) for n in found.leaf_sizes[:MAX_LEAF_SIZES])
+    if len(found.leaf_sizes) > MAX_LEAF_SIZES:
+        sizes += ", ..."
+    lines = [
+        f"  clusters of meaning (embedder {embedder}): {found.n_clusters} clusters "
+        f"(cap {found.cap}), {found.n_leaves} leaves, depth {found.depth}, "
+        f"{found.n_learned} train prompts learned, checkpoint "
+        f"{found.checkpoint_bytes / 1024:.1f} KiB",
+        f"    prompts per leaf (both splits, by the final tree): {sizes}",
+    ]
+    if found.purity is not None and found.purity_top is not None and found.nmi is not None:
+        lines.append(f"    against the task column (test prompts as routed): purity "
+                     f"{found.purity:.3f} by leaf, {found.purity_top:.3f} at the first "
+                     f"level; NMI {found.nmi:.3f}")
+    return lines
+
+
+#: Windows after a change printed at most (all are in the JSON).
+MAX_CHANGE_WINDOWS = 8
+
+
+def _change_lines(report: ChangeReport) -> list[str]:
+    c = report.change
+    what = {"degrade": "answers all wrong", "add": "offered"}.get(
+        c.kind, f"priced {c.input_price or 0:g}/{c.output_price or 0:g} USD per M tokens")
+    cross = ("" if report.threshold is None else
+             f"; decisions until its share of the last {report.window} "
+             f"{'falls below' if c.kind == 'degrade' else 'rises above'} "
+             f"{report.threshold:.0%}")
+    lines = ["", f"  change {c.label}: {c.model} {what} from train step {c.step} on",
+             f"  its share of the bandit's decisions: the {report.window} before, then "
+             f"windows of {report.window} after{cross}",
+             f"  {'cost weight':>11}  {'before':>6}   after"]
+    for r in report.responses:
+        shown = " ".join(f"{x:>4.0%}" for x in r.windows[:MAX_CHANGE_WINDOWS])
+        if len(r.windows) > MAX_CHANGE_WINDOWS:
+            shown += " ..."
+        before = "-" if r.share_before is None else f"{r.share_before:.0%}"
+        tail = ""
+        if report.threshold is not None:
+            tail = ("   never" if r.decisions_to_cross is None
+                    else f"   {r.decisions_to_cross}")
+        lines.append(f"  {r.cost_weight:>11g}  {before:>6}   {shown}{tail}")
+    return lines
 
 
 #: Tasks shown side by side in the per-task block of the table (all are in the JSON).

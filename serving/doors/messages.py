@@ -55,11 +55,6 @@ def to_chat(body: Mapping[str, Any], *, count_only: bool = False) -> dict[str, A
     for name, value in body.items():
         if name not in _SAME and name not in _ACCEPTED and value is not None:
             raise RequestError(f"{name}: not supported by routebandit's /v1/messages")
-    thinking = body.get("thinking")
-    if thinking is not None and not (isinstance(thinking, Mapping)
-                                     and thinking.get("type") == "disabled"):
-        raise RequestError("thinking: not supported (extended thinking needs a native "
-                           "Anthropic upstream)")
     if not isinstance(body.get("model"), str):
         raise RequestError("model: must be a string (auto, auto:<profile> or a catalog model)")
     limit = body.get("max_tokens")
@@ -71,6 +66,9 @@ def to_chat(body: Mapping[str, Any], *, count_only: bool = False) -> dict[str, A
     chat: dict[str, Any] = {out: body[k] for k, out in _SAME.items() if body.get(k) is not None}
     if not count_only:
         chat["max_tokens"] = limit
+    effort = _thinking(body.get("thinking"), None if count_only else limit)
+    if effort is not None:  # routed to a model with the ``reasoning`` capability
+        chat["reasoning_effort"] = effort
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system is not None:
@@ -103,6 +101,46 @@ def to_chat(body: Mapping[str, Any], *, count_only: bool = False) -> dict[str, A
             raise RequestError("stream: must be true or false")
         chat["stream"] = body["stream"]
     return chat
+
+
+# Extended thinking's budget as Chat Completions' reasoning_effort: below 4,096 tokens
+# low, below 16,384 medium, else high (Anthropic's own minimum budget is 1,024).
+_EFFORTS = ((4096, "low"), (16384, "medium"))
+
+
+def _thinking(value: Any, max_tokens: int | None) -> str | None:
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if kind == "disabled":
+        return None
+    if kind != "enabled":
+        raise RequestError("thinking.type: must be enabled or disabled")
+    assert isinstance(value, Mapping)
+    budget = value.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+        raise RequestError("thinking.budget_tokens: must be a whole number >= 1024")
+    if max_tokens is not None and budget >= max_tokens:
+        raise RequestError("thinking.budget_tokens: must be less than max_tokens")
+    return next((effort for below, effort in _EFFORTS if budget < below), "high")
+
+
+def _document(block: Mapping[str, Any], where: str) -> dict[str, Any]:
+    # A PDF (base64) is Chat Completions' file part; a plain-text document is its text.
+    source = block.get("source")
+    if not isinstance(source, Mapping):
+        raise RequestError(f"{where}.source: must be an object")
+    if source.get("type") == "text":
+        return {"type": "text", "text": _text(source.get("data"), f"{where}.source.data")}
+    if source.get("type") == "base64":
+        media = _text(source.get("media_type"), f"{where}.source.media_type")
+        data = _text(source.get("data"), f"{where}.source.data")
+        file = {"file_data": f"data:{media};base64,{data}"}
+        if block.get("title") is not None:
+            file["filename"] = _text(block["title"], f"{where}.title")
+        return {"type": "file", "file": file}
+    raise RequestError(f"{where}.source.type: must be base64 or text (url and file "
+                       "sources are not supported)")
 
 
 def _system(value: Any) -> str:
@@ -155,6 +193,12 @@ def _message(message: Any, where: str) -> list[dict[str, Any]]:
             parts.append({"type": "text", "text": _text(block.get("text"), f"{at}.text")})
         elif kind == "image" and role == "user":
             parts.append(_image(block, at))
+        elif kind == "document" and role == "user":
+            parts.append(_document(block, at))
+        elif kind in ("thinking", "redacted_thinking") and role == "assistant":
+            # An earlier turn's thinking, sent back as Anthropic asks clients to: no
+            # chat-shaped upstream takes it, and the answer it led to is kept.
+            continue
         elif kind == "tool_use" and role == "assistant":
             args = block.get("input", {})
             if not isinstance(args, Mapping):
@@ -170,8 +214,8 @@ def _message(message: Any, where: str) -> list[dict[str, Any]]:
                             + (" (error)" if block.get("is_error") else "")})
         else:
             raise RequestError(f"{at}.type: {str(kind)[:64]!r} is not supported in a {role} "
-                               "message (text, image and tool_result from the user; text "
-                               "and tool_use from the assistant)")
+                               "message (text, image, document and tool_result from the "
+                               "user; text and tool_use from the assistant)")
     out: list[dict[str, Any]] = list(results)
     if role == "assistant":
         text = "".join(p["text"] for p in parts)

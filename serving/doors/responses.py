@@ -19,7 +19,8 @@ from serving.upstream import UpstreamError
 _SAME = ("model", "temperature", "top_p", "parallel_tool_calls", "user", "routebandit")
 # Fields accepted and not forwarded (echoed in the response object where it has them).
 _ACCEPTED = ("metadata", "instructions", "input", "tools", "tool_choice", "text",
-             "max_output_tokens", "stream", "store", "truncation", "include", "background")
+             "max_output_tokens", "stream", "store", "truncation", "include", "background",
+             "reasoning")
 _REFUSED = {
     "previous_response_id": "not supported: routebandit stores no responses; send the "
     "conversation in `input`",
@@ -76,6 +77,9 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise RequestError("max_output_tokens: must be a positive whole number")
         chat["max_tokens"] = limit
+    effort = _reasoning(body.get("reasoning"))
+    if effort is not None:  # routed to a model with the ``reasoning`` capability
+        chat["reasoning_effort"] = effort
     metadata = body.get("metadata")
     if metadata is not None:
         _metadata(metadata)
@@ -84,6 +88,19 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
             raise RequestError("stream: must be true or false")
         chat["stream"] = body["stream"]
     return chat
+
+
+def _reasoning(value: Any) -> str | None:
+    # ``reasoning: {effort, summary}``: the effort is Chat Completions' reasoning_effort;
+    # a summary is not something an upstream's chat answer carries back, so it is dropped.
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise RequestError("reasoning: must be an object such as {\"effort\": \"low\"}")
+    effort = value.get("effort")
+    if effort is not None and not isinstance(effort, str):
+        raise RequestError("reasoning.effort: must be a string such as 'low' or 'high'")
+    return effort
 
 
 def _metadata(value: Any) -> None:
@@ -161,12 +178,33 @@ def _content(value: Any, role: str, where: str) -> str | list[dict[str, Any]]:
             if part.get("detail") is not None:
                 image["detail"] = part["detail"]
             parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file":
+            parts.append(_file(part, at))
+        elif kind == "input_audio":
+            audio = part.get("input_audio")
+            if not isinstance(audio, Mapping):
+                raise RequestError(f"{at}.input_audio: must be an object with data and format")
+            parts.append({"type": "input_audio", "input_audio": {
+                "data": _text(audio.get("data"), f"{at}.input_audio.data"),
+                "format": _text(audio.get("format"), f"{at}.input_audio.format")}})
         else:
             raise RequestError(f"{at}.type: {str(kind)[:64]!r} is not supported (input_text, "
-                               "input_image, output_text)")
+                               "input_image, input_file, input_audio, output_text)")
     if role != "user" and all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)  # every upstream takes a string here
     return parts
+
+
+def _file(part: Mapping[str, Any], at: str) -> dict[str, Any]:
+    # Chat Completions' file part: the data inline (a data: URL), as a stateless gateway
+    # can send it to any upstream; a file_id names one provider's stored file.
+    if part.get("file_data") is None:
+        raise RequestError(f"{at}.file_data: required: a data: URL of the file (file_id "
+                           "and file_url are not supported)")
+    file = {"file_data": _text(part.get("file_data"), f"{at}.file_data")}
+    if part.get("filename") is not None:
+        file["filename"] = _text(part["filename"], f"{at}.filename")
+    return {"type": "file", "file": file}
 
 
 def _tools(value: Any) -> list[dict[str, Any]]:
@@ -244,6 +282,7 @@ def _shell(request: Mapping[str, Any], rid: str, model: str, status: str) -> dic
         "text": {"format": fmt or {"type": "text"}},
         "tool_choice": request.get("tool_choice", "auto"), "tools": request.get("tools") or [],
         "truncation": "disabled", "usage": None, "metadata": request.get("metadata") or {},
+        **({"reasoning": request["reasoning"]} if request.get("reasoning") else {}),
     }
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
+from feedback.records import DecisionRecord
 from serving.auth import Principal, authenticate
 from serving.dependencies import service_of
 from serving.service import RouterService, meaning
@@ -45,4 +46,30 @@ async def get_decision(
         "prompt_text": rec.prompt_text,
         "outcome": None if rec.outcome is None else rec.outcome.to_dict(),
         "feedback": None if rec.feedback is None else rec.feedback.to_dict(),
+        # Every feedback the decision has (posted, the judge's, implicit signals'), and
+        # the one the router learns from (docs/judge.md).
+        "feedbacks": _feedbacks(rec),
+        "learned_from": _learned_from(rec),
     }
+
+
+def _feedbacks(rec: DecisionRecord) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    fb = rec.feedback
+    if fb is not None and fb.grade_id is None:  # posted (a promoted grade is listed below)
+        out.append({"source": fb.source or "client", "kind": "posted", "score": fb.score,
+                    "created_at": fb.created_at.isoformat(), "status": "learned",
+                    "learned": True})
+    for g in rec.grades:
+        learned = fb is not None and fb.grade_id == g.id
+        out.append({**g.to_dict(), "kind": "grade", "learned": learned})
+    return out
+
+
+def _learned_from(rec: DecisionRecord) -> dict[str, Any] | None:
+    fb = rec.feedback
+    if fb is None:
+        return None
+    return {"source": fb.source or "client", "feedback_seq": fb.seq, "grade_id": fb.grade_id,
+            "score": fb.score, "reward": fb.reward, "in_checkpoint": rec.learned,
+            "corrected": rec.corrected}

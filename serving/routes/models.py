@@ -23,8 +23,9 @@ _EXAMPLE = {
 
 # What a tenant (non-admin) key sees of a model: never where it lives (base_url, and the
 # host that owned_by would otherwise derive from it) or which variable holds its key.
-_TENANT_FIELDS = ("input_price", "output_price", "context_window", "capabilities",
-                  "latency_ms", "provider")
+_TENANT_FIELDS = ("input_price", "output_price", "cached_input_price", "cache_write_price",
+                  "context_window", "max_output_tokens", "capabilities", "latency_ms",
+                  "provider")
 
 
 def _entry(spec_dict: dict[str, Any], owner: str) -> dict[str, Any]:

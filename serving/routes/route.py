@@ -31,7 +31,7 @@ class RouteIn(BaseModel):
                 {"messages": [{"role": "user", "content": "Prove that sqrt(2) is irrational."}],
                  "profile": "quality", "metadata": {"task": "math"}},
                 {"prompt": "Translate 'good morning' into French.",
-                 "models": ["gpt-4o-mini", "llama-3.1-8b-instruct"],
+                 "models": ["gpt-5-mini", "llama-3.3-70b-instruct"],
                  "weights": {"cost": 0.1}, "max_tokens": 64},
             ]
         },
@@ -51,7 +51,11 @@ class RouteIn(BaseModel):
     tools: Annotated[list[Any], UnicodeTree] | None = Field(
         None, description="Needs a model with tool calling.")
     response_format: Annotated[dict[str, Any], UnicodeTree] | None = Field(
-        None, description="JSON mode needs `json`.")
+        None, description="JSON mode (`json_object` or `json_schema`) needs `json`.")
+    reasoning_effort: Tag | None = Field(
+        None, description="A reasoning effort (`low`, `high`, ...) needs `reasoning`.")
+    modalities: Annotated[list[Tag], Field(max_length=8)] | None = Field(
+        None, description="Output modalities: `audio` among them needs `audio`.")
 
 
 class Ranked(BaseModel):
@@ -63,13 +67,13 @@ class RouteOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{
-                "decision_id": "6f1c3e0b9a2d4c58b7e1f0a3c2d4e5f6", "model": "gpt-4o-mini",
+                "decision_id": "6f1c3e0b9a2d4c58b7e1f0a3c2d4e5f6", "model": "gpt-5-mini",
                 "probability": 0.81, "policy_version": "local", "feature_version": "f1",
                 "kind": "policy",
                 "prompt_kind": "cluster=17", "prompt_kind_source": "cluster",
                 "embedding": "ok",
-                "ranking": [{"model": "gpt-4o-mini", "probability": 0.81},
-                            {"model": "gpt-4o", "probability": 0.19}],
+                "ranking": [{"model": "gpt-5-mini", "probability": 0.81},
+                            {"model": "gpt-5", "probability": 0.19}],
             }]
         }
     )
@@ -111,6 +115,7 @@ async def route(request: Request) -> Response:
             tools=body.tools, response_format=body.response_format, metadata=meta,
             profile=body.profile, weights=weights,
             allow=None if body.models is None else tuple(body.models), tenant=tenant,
+            reasoning_effort=body.reasoning_effort, modalities=body.modalities,
         )
     )
     # The hot path: encoded directly (RouteOut documents it; a test pins the two together).

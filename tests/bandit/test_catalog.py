@@ -59,9 +59,47 @@ def test_first_byte_timeout_is_a_positive_number(value: object) -> None:
         parse_model({"name": "m", "first_byte_timeout_s": value})
 
 
-def test_api_names_the_upstream_protocol() -> None:
-    assert parse_model({"name": "m", "api": "anthropic"}).api == "anthropic"
+@pytest.mark.parametrize("api", ["anthropic", "gemini"])
+def test_api_names_the_upstream_protocol(api: str) -> None:
+    assert parse_model({"name": "m", "api": api}).api == api
     # openai is the default, stored as None: older catalogs keep their digests
     assert parse_model({"name": "m", "api": "openai"}) == parse_model({"name": "m"})
-    with pytest.raises(CatalogError, match="api: must be one of openai, anthropic"):
-        parse_model({"name": "m", "api": "gemini"})
+    with pytest.raises(CatalogError, match="api: must be one of openai, anthropic, gemini"):
+        parse_model({"name": "m", "api": "cohere"})
+
+
+@pytest.mark.parametrize("field", ["cached_input_price", "cache_write_price"])
+@pytest.mark.parametrize("value", [-1, "cheap", float("nan"), True],
+                         ids=["negative", "text", "nan", "bool"])
+def test_cache_prices_are_validated_like_prices(field: str, value: object) -> None:
+    assert getattr(parse_model({"name": "m", field: 0.3}), field) == 0.3
+    with pytest.raises(CatalogError, match=rf"^model\.{field}: must be"):
+        parse_model({"name": "m", field: value})
+
+
+def test_absent_cache_prices_keep_older_digests() -> None:
+    old = Catalog.from_dict({"models": [{"name": "a", "input_price": 1.0}]})
+    assert "cached_input_price" not in old.to_dict()["models"][0]
+    assert old.digest() == Catalog.from_dict({"models": [
+        {"name": "a", "input_price": 1.0, "cached_input_price": None}]}).digest()
+    priced = Catalog.from_dict({"models": [
+        {"name": "a", "input_price": 1.0, "cached_input_price": 0.1}]})
+    assert priced.digest() != old.digest()
+    assert Catalog.from_yaml(priced.to_yaml()) == priced
+
+
+def test_cached_and_cache_write_tokens_are_charged_at_their_prices() -> None:
+    spec = ModelSpec(name="m", input_price=3.0, output_price=15.0, cached_input_price=0.3,
+                     cache_write_price=3.75)
+    # 10k prompt tokens of which 6k read from the cache and 2k written to it
+    cost = spec.call_cost_usd(input_tokens=10_000, output_tokens=1_000,
+                              cached_input_tokens=6_000, cache_write_tokens=2_000)
+    assert cost == pytest.approx((2_000 * 3.0 + 6_000 * 0.3 + 2_000 * 3.75 + 1_000 * 15.0)
+                                 / 1e6)
+    # without cache prices the cached tokens cost what any prompt token costs
+    plain = ModelSpec(name="p", input_price=3.0, output_price=15.0)
+    assert plain.call_cost_usd(input_tokens=10_000, output_tokens=0,
+                               cached_input_tokens=6_000) == pytest.approx(0.03)
+    # cached tokens are a part of the prompt: never more than all of it
+    assert spec.call_cost_usd(input_tokens=100, output_tokens=0,
+                              cached_input_tokens=500) == pytest.approx(100 * 0.3 / 1e6)

@@ -49,12 +49,15 @@ def test_messages_split_system_turns_and_last_user() -> None:
         ({"messages": "hi"}, "messages"),
         ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": [1]}]}, "messages[0].content[0]"),
+        ({"messages": [{"role": "user", "content": [{"type": ["file"]}]}]},
+         "messages[0].content[0].type"),
         ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
         ({"prompt": "x", "max_tokens": True}, "max_tokens"),
         ({"prompt": "x", "metadata": {"tenant": ["a"]}}, "metadata.tenant"),
         ({"prompt": 5}, "prompt"),
     ],
-    ids=["nothing", "both", "empty", "string", "content-int", "part-int", "max0", "maxbool",
+    ids=["nothing", "both", "empty", "string", "content-int", "part-int", "type-list",
+         "max0", "maxbool",
          "meta-list", "prompt-int"],
 )
 def test_bad_requests_name_the_field(kwargs: dict, field: str) -> None:
@@ -250,3 +253,65 @@ def test_keyed_kinds_still_group_templated_prompts() -> None:
     assert system is not None and system != kind and kind in system.split("|")
     assert kind_of(featurize(parse_request(prompt="hi", metadata={"task": "qa"}),
                              key=KEY)) == "task=qa"
+
+
+# -- needs that came after f2: audio, files, reasoning --------------------------------------
+
+@pytest.mark.parametrize(("kwargs", "needs"), [
+    ({"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}}]}]},
+     {"audio"}),
+    ({"prompt": "say it", "modalities": ["text", "audio"]}, {"audio"}),
+    ({"prompt": "write it", "modalities": ["text"]}, set()),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE"}},
+        {"type": "input_file", "file_data": "x"}, {"type": "document"}]}]}, {"file"}),
+    ({"prompt": "think", "reasoning_effort": "high"}, {"reasoning"}),
+    ({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {}}}, {"json"}),
+    ({"prompt": "x", "response_format": {"type": "text"}}, set()),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "input_image", "image_url": "x"}, {"type": "input_audio"}]}],
+      "tools": [{"type": "function"}]}, {"vision", "audio", "tools"}),
+], ids=["audio-part", "audio-out", "text-out", "file-parts", "reasoning", "json_schema",
+        "text-format", "mixed"])
+def test_needs_are_read_from_parts_and_parameters(kwargs: dict, needs: set[str]) -> None:
+    req = parse_request(**kwargs)
+    ctx = featurize(req)
+    assert req.needs == ctx.needs == needs
+    assert Context.from_dict(ctx.to_dict()) == ctx
+    for name in ("audio", "file", "reasoning"):
+        assert ctx.numeric.get(name, 0.0) == (1.0 if name in needs else 0.0)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"prompt": "x", "reasoning_effort": 3}, "reasoning_effort"),
+    ({"prompt": "x", "modalities": "audio"}, "modalities"),
+    ({"prompt": "x", "modalities": [1]}, "modalities"),
+], ids=["effort-int", "modalities-string", "modalities-int"])
+def test_bad_capability_parameters_name_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(RequestError, match="^" + field):
+        parse_request(**kwargs)
+
+
+def test_a_request_without_the_later_needs_featurizes_as_before() -> None:
+    # A context stored under f2 before audio, file and reasoning were read: the same keys,
+    # the same numeric features, the same VW text (pinned), still f2.
+    ctx = featurize(parse_request(
+        messages=[{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": [
+                      {"type": "text", "text": "What is in 3 + 4?"},
+                      {"type": "image_url", "image_url": {"url": "x"}}]}],
+        tools=[{"type": "function"}], response_format={"type": "json_object"}, max_tokens=9))
+    stored = ctx.to_dict()
+    assert ctx.feature_version == FEATURE_VERSION == "f2"
+    assert set(stored) == {"namespaces", "numeric", "dense", "input_tokens", "max_tokens",
+                           "needs_tools", "needs_vision", "needs_json", "feature_version",
+                           "bigrams"}
+    assert list(ctx.numeric) == [
+        "log_chars", "log_tokens", "log_q_chars", "turns", "paragraphs", "lines",
+        "log_max_tokens", "code", "math", "markup", "question", "digits", "has_system",
+        "tools", "vision", "json"]
+    assert shared_line(ctx).split(" |n ")[1].split(" |")[0] == (
+        "log_chars:2.89037 log_tokens:2.56495 log_q_chars:2.89037 turns:1 paragraphs:0.693147"
+        " log_max_tokens:2.30259 math:1 question:1 digits:0.117647 has_system:1 tools:1"
+        " vision:1 json:1")

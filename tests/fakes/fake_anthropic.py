@@ -26,6 +26,8 @@ class AnthropicBehavior:
     stop_reason: str = "end_turn"
     fail_status: int | None = None
     break_after_chunks: int | None = None
+    cache_read: int = 0   # usage.cache_read_input_tokens (apart from input_tokens)
+    cache_write: int = 0  # usage.cache_creation_input_tokens
 
 
 @dataclass
@@ -54,6 +56,9 @@ def build_app(b: AnthropicBehavior, log: AnthropicLog) -> FastAPI:
                 status_code=b.fail_status)
         words = b.text.split(" ") if b.tool_call is None else []
         usage = {"input_tokens": 11, "output_tokens": max(1, len(words))}
+        if b.cache_read or b.cache_write:
+            usage.update(cache_read_input_tokens=b.cache_read,
+                         cache_creation_input_tokens=b.cache_write)
         mid = f"msg_{uuid.uuid4().hex[:20]}"
         stop = "tool_use" if b.tool_call is not None else b.stop_reason
         if not body.get("stream"):
@@ -75,7 +80,7 @@ async def _events(b: AnthropicBehavior, mid: str, model: str, words: list[str], 
     yield _sse("message_start", {"message": {
         "id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1}}})
+        "usage": {**usage, "output_tokens": 1}}})
     yield _sse("ping", {})
     if b.tool_call is not None:
         yield _sse("content_block_start", {"index": 0, "content_block": {

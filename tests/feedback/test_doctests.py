@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["feedback.store", "feedback.learner", "feedback.rewards"]
+MODULES = ["feedback.store", "feedback.learner", "feedback.rewards", "feedback.grades"]
 
 
 @pytest.mark.parametrize("name", MODULES)

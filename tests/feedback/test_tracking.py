@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -229,3 +230,22 @@ def test_only_feedback_tracking_imports_mlflow() -> None:
                for line in path.read_text(encoding="utf-8").splitlines())
     ]
     assert offenders == []
+
+
+def test_a_versions_record_carries_the_model_changes_it_went_through(tracker,
+                                                                     trained: Policy) -> None:
+    policy = trained.clone()
+    model = policy.catalog.names[0]
+    policy.reset_model(model)
+    v = tracker.log_policy_version(policy, kind="snapshot")
+    shown = tracker.show(v.version)
+    assert shown.metrics["changes"] == 1.0
+    for key in ("config.kind_memory", "config.estimate_memory", "config.detect_changes",
+                "config.change_threshold", "config.change_drift"):
+        assert key in shown.params, key
+    path = tracker.client.download_artifacts(shown.run_id, "changes.json")
+    record = json.loads(Path(path).read_text())
+    assert [(e["model"], e["source"]) for e in record["changes"]] == [(model, "operator")]
+    assert record["counts"] == {model: 1}
+    # the loaded version remembers it too
+    assert [e.model for e in tracker.load_version(f"v{v.version}").changes] == [model]

@@ -97,7 +97,7 @@ async def test_metadata_cannot_claim_another_tenant(tenants: Tenants) -> None:
 async def test_catalog_and_policy_changes_need_an_admin_key(tenants: Tenants) -> None:
     spec = {"name": "new-model", "input_price": 0.1}
     assert (await tenants.acme.client.post("/v1/models", json=spec)).status_code == 403
-    assert (await tenants.acme.client.delete("/v1/models/gpt-4o")).status_code == 403
+    assert (await tenants.acme.client.delete("/v1/models/gpt-5")).status_code == 403
     assert (await tenants.acme.client.get("/v1/policy")).status_code == 403
     assert (await tenants.acme.client.get("/v1/models")).status_code == 200
     assert (await tenants.admin.client.post("/v1/models", json=spec)).status_code == 201

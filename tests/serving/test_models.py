@@ -15,8 +15,8 @@ async def test_list_is_openai_style(api: Api) -> None:
     body = (await api.client.get("/v1/models")).json()
     ids = [m["id"] for m in body["data"]]
     assert body["object"] == "list" and ids[0] == "auto" and "auto:cheap" in ids
-    gpt = next(m for m in body["data"] if m["id"] == "gpt-4o")
-    assert gpt["routebandit"]["input_price"] == 2.5 and gpt["owned_by"] == "api.openai.com"
+    gpt = next(m for m in body["data"] if m["id"] == "gpt-5")
+    assert gpt["routebandit"]["input_price"] == 1.25 and gpt["owned_by"] == "api.openai.com"
 
 
 async def test_a_model_added_at_run_time_receives_traffic(api: Api) -> None:
@@ -32,12 +32,12 @@ async def test_a_model_added_at_run_time_receives_traffic(api: Api) -> None:
 
 
 async def test_removed_model_is_no_longer_routed(api: Api) -> None:
-    assert (await api.client.delete("/v1/models/gpt-4o")).status_code == 204
+    assert (await api.client.delete("/v1/models/gpt-5")).status_code == 204
     out = await api.route(prompt="x")
-    assert "gpt-4o" not in {x["model"] for x in out["ranking"]}
-    r = await api.client.post("/v1/route", json={"prompt": "x", "models": ["gpt-4o"]})
+    assert "gpt-5" not in {x["model"] for x in out["ranking"]}
+    r = await api.client.post("/v1/route", json={"prompt": "x", "models": ["gpt-5"]})
     assert r.status_code == 422 and r.json()["error"]["field"] == "models"
-    r = await api.client.delete("/v1/models/gpt-4o")
+    r = await api.client.delete("/v1/models/gpt-5")
     assert r.status_code == 404 and r.json()["error"]["field"] == "name"
 
 
@@ -91,15 +91,17 @@ async def test_tenant_keys_see_what_tenants_need(
             r = await api.client.get("/v1/models")
             assert r.status_code == 200, r.text
             seen[who] = {m["id"]: m for m in r.json()["data"]}
-    gpt = seen["tenant"]["gpt-4o"]
-    assert gpt["routebandit"] == {"input_price": 2.5, "output_price": 10.0,
-                                  "context_window": 128000, "latency_ms": 1500.0,
-                                  "capabilities": ["json", "tools", "vision"]}
+    gpt = seen["tenant"]["gpt-5"]
+    assert gpt["routebandit"] == {"input_price": 1.25, "output_price": 10.0,
+                                  "context_window": 400000, "max_output_tokens": 128000,
+                                  "latency_ms": 6000.0,
+                                  "capabilities": ["file", "json", "reasoning", "tools",
+                                                   "vision"]}
     assert gpt["owned_by"] == "routebandit"  # not the host of its base_url
     assert seen["tenant"]["local-qwen"]["owned_by"] == "ollama"  # an explicit provider
     assert not any("base_url" in m.get("routebandit", {}) or "api_key_env" in m.get(
         "routebandit", {}) for m in seen["tenant"].values())
-    assert seen["admin"]["gpt-4o"]["routebandit"]["base_url"] == "https://api.openai.com/v1"
-    assert seen["admin"]["gpt-4o"]["routebandit"]["api_key_env"] == "OPENAI_API_KEY"
-    assert seen["admin"]["gpt-4o"]["owned_by"] == "api.openai.com"
+    assert seen["admin"]["gpt-5"]["routebandit"]["base_url"] == "https://api.openai.com/v1"
+    assert seen["admin"]["gpt-5"]["routebandit"]["api_key_env"] == "OPENAI_API_KEY"
+    assert seen["admin"]["gpt-5"]["owned_by"] == "api.openai.com"
     assert set(seen["tenant"]) == set(seen["admin"])

@@ -33,14 +33,39 @@ async def test_route_returns_a_logged_decision(api: Api) -> None:
 
 
 async def test_allow_list_weights_and_capabilities(api: Api) -> None:
-    out = await api.route(prompt="hi", models=["gpt-4o", "local-qwen"], profile="cheap",
+    out = await api.route(prompt="hi", models=["gpt-5", "local-qwen"], profile="cheap",
                           weights={"latency": 0.5}, max_tokens=64)
-    assert {r["model"] for r in out["ranking"]} == {"gpt-4o", "local-qwen"}
+    assert {r["model"] for r in out["ranking"]} == {"gpt-5", "local-qwen"}
     audit = (await api.client.get(f"/v1/decisions/{out['decision_id']}")).json()
     assert audit["weights"] == {"quality": 1.0, "cost": 0.2, "latency": 0.5}
     out = await api.route(prompt="call the weather tool", tools=[{"type": "function"}])
     tool_models = {m.name for m in CATALOG if "tools" in m.capabilities}
     assert {r["model"] for r in out["ranking"]} == tool_models
+
+
+async def test_audio_files_reasoning_and_long_outputs_need_their_models(api: Api) -> None:
+    def holders(cap: str) -> set[str]:
+        return {m.name for m in CATALOG if cap in m.capabilities}
+
+    audio = [{"role": "user", "content": [
+        {"type": "text", "text": "What is said?"},
+        {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}}]}]
+    pdf = [{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE"}}]}]
+    for body, cap in (({"messages": audio}, "audio"), ({"messages": pdf}, "file"),
+                      ({"prompt": "Think.", "reasoning_effort": "high"}, "reasoning"),
+                      ({"prompt": "Speak.", "modalities": ["text", "audio"]}, "audio")):
+        out = await api.route(**body)
+        assert {r["model"] for r in out["ranking"]} == holders(cap), body
+    out = await api.route(prompt="A long answer, please.", max_tokens=100_000)
+    # gpt-5's 128,000 tokens of output; llama states no limit, and its window fits it
+    assert {r["model"] for r in out["ranking"]} == {"gpt-5", "gpt-5-mini",
+                                                     "llama-3.3-70b-instruct"}
+    r = await api.client.post("/v1/route", json={"messages": audio, "models": ["local-qwen"]})
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert (err["type"], err["needs"]) == ("no_eligible_model", ["audio"])
+    assert "it needs audio, which no model has" in err["message"]
 
 
 async def test_prompts_are_stored_only_on_request(tmp_path: Path, db_url: str) -> None:

@@ -15,9 +15,9 @@ MESSAGES = [{"role": "user", "content": "Write a haiku about routers."}]
 
 async def test_forced_decision_is_logged_with_probability_one(api: Api) -> None:
     svc = api.service
-    decision_id, d = await svc.route(RouteRequest(messages=MESSAGES, force_model="gpt-4o",
+    decision_id, d = await svc.route(RouteRequest(messages=MESSAGES, force_model="gpt-5",
                                                   kind="passthrough", tenant="acme"))
-    assert (d.model, d.probability, d.pmf) == ("gpt-4o", 1.0, (("gpt-4o", 1.0),))
+    assert (d.model, d.probability, d.pmf) == ("gpt-5", 1.0, (("gpt-5", 1.0),))
     record = await svc.get_decision(decision_id, "acme")
     assert (record.kind, record.tenant, record.decision.probability) == ("passthrough", "acme",
                                                                          1.0)

@@ -140,10 +140,10 @@ def test_count_tokens_is_an_estimate(stack: Stack, client: anthropic.Anthropic) 
     ({"model": "no-such-model"}, anthropic.NotFoundError, "no-such-model"),
     ({"max_tokens": 0}, anthropic.BadRequestError, "max_tokens"),
     ({"messages": [{"role": "user", "content": [{"type": "document", "source": {
-        "type": "text", "media_type": "text/plain", "data": "x"}}]}]},
-     anthropic.BadRequestError, "messages[0].content[0].type"),
+        "type": "url", "url": "https://example.com/a.pdf"}}]}]},
+     anthropic.BadRequestError, "messages[0].content[0].source.type"),
     ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, anthropic.BadRequestError,
-     "thinking"),
+     "thinking.budget_tokens"),
     ({"extra_body": {"routebandit": {"weights": {"cost": "x"}}}},
      anthropic.BadRequestError, "routebandit.weights.cost"),
 ], ids=["model", "max_tokens", "document", "thinking", "routebandit"])

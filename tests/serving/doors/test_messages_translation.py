@@ -79,13 +79,49 @@ def test_tool_choices(choice: dict[str, Any], expected: Any) -> None:
     assert chat["tool_choice"] == expected
 
 
+def test_thinking_documents_and_earlier_thoughts() -> None:
+    pdf = {"type": "document", "title": "q3.pdf",
+           "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}}
+    note = {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                           "data": "Meeting notes"}}
+    chat = to_chat({"model": "auto", "max_tokens": 20000,
+                    "thinking": {"type": "enabled", "budget_tokens": 10000},
+                    "messages": [
+                        {"role": "user", "content": [pdf, note]},
+                        {"role": "assistant", "content": [
+                            {"type": "thinking", "thinking": "hm", "signature": "s"},
+                            {"type": "redacted_thinking", "data": "x"},
+                            {"type": "text", "text": "Revenue grew."}]},
+                        {"role": "user", "content": "Why?"}]})
+    assert chat["reasoning_effort"] == "medium"
+    assert chat["messages"] == [
+        {"role": "user", "content": [
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE",
+                                      "filename": "q3.pdf"}},
+            {"type": "text", "text": "Meeting notes"}]},
+        {"role": "assistant", "content": "Revenue grew."},
+        {"role": "user", "content": "Why?"}]
+    for budget, effort in ((1024, "low"), (4096, "medium"), (16384, "high")):
+        assert to_chat({"model": "auto", "max_tokens": 20000, "messages": [
+            {"role": "user", "content": "x"}], "thinking": {
+                "type": "enabled", "budget_tokens": budget}})["reasoning_effort"] == effort
+    assert "reasoning_effort" not in to_chat({
+        "model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+        "thinking": {"type": "disabled"}})
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"max_tokens": None}, "max_tokens"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "document"}]}]},
+     "messages[0].content[0].source"),
+    ({"messages": [{"role": "assistant", "content": [{"type": "document"}]}]},
      "messages[0].content[0].type"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}]}]},
+     "messages[0].content[0].source.type"),
     ({"messages": [{"role": "user", "content": [{"type": "tool_use"}]}]},
      "messages[0].content[0].type"),
     ({"messages": [{"role": "user", "content": [
@@ -97,7 +133,9 @@ def test_tool_choices(choice: dict[str, Any], expected: Any) -> None:
     ({"tool_choice": {"type": "maybe"}}, "tool_choice.type"),
     ({"stop_sequences": "END"}, "stop_sequences"),
     ({"metadata": {"tenant": "x"}}, "metadata"),
-    ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+    ({"thinking": {"type": "sometimes"}}, "thinking.type"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 512}}, "thinking.budget_tokens"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking.budget_tokens"),
     ({"top_k": 5}, "top_k"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_refusals_name_the_field(body: dict[str, Any], field: str) -> None:

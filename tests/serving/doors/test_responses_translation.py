@@ -78,15 +78,35 @@ def test_text_formats(fmt: dict[str, Any], expected: Any) -> None:
         "response_format") == expected
 
 
+def test_files_audio_and_reasoning() -> None:
+    chat = to_chat({"model": "auto", "reasoning": {"effort": "high", "summary": "auto"},
+                    "input": [{"role": "user", "content": [
+                        {"type": "input_text", "text": "Compare"},
+                        {"type": "input_file", "file_data": "data:application/pdf;base64,JV",
+                         "filename": "a.pdf"},
+                        {"type": "input_audio", "input_audio": {"data": "UklG",
+                                                                "format": "mp3"}}]}]})
+    assert chat["reasoning_effort"] == "high"
+    assert chat["messages"][0]["content"][1:] == [
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JV",
+                                  "filename": "a.pdf"}},
+        {"type": "input_audio", "input_audio": {"data": "UklG", "format": "mp3"}}]
+    assert "reasoning_effort" not in to_chat({"model": "auto", "input": "x",
+                                              "reasoning": {"summary": "auto"}})
+
+
 @pytest.mark.parametrize(("body", "field"), [
     ({"previous_response_id": "resp_1"}, "previous_response_id"),
     ({"store": True}, "store"),
     ({"conversation": "conv_1"}, "conversation"),
-    ({"reasoning": {"effort": "high"}}, "reasoning"),
+    ({"reasoning": "high"}, "reasoning"),
+    ({"reasoning": {"effort": 3}}, "reasoning.effort"),
     ({"input": []}, "input"),
     ({"input": [{"type": "reasoning"}]}, "input[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
-     "input[0].content[0].type"),
+     "input[0].content[0].file_data"),
+    ({"input": [{"role": "user", "content": [{"type": "input_audio", "input_audio": "x"}]}]},
+     "input[0].content[0].input_audio"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
      "input[0].content[0].image_url"),
     ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
