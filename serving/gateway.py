@@ -38,6 +38,7 @@ from bandit.decision import Decision
 from bandit.errors import NoEligibleModelError, RequestError, RouteBanditError
 from bandit.features import estimate_tokens, featurize, parse_request
 from serving.cache import CachedAnswer, ResponseCache, cache_key
+from serving.calls import Outcome, RouteRequest
 from serving.checks import answer_problem, completion_problem, wants_json
 from serving.cooldown import Cooldown
 from serving.judge import Answered
@@ -60,42 +61,6 @@ AUTO = "auto"
 LEARNED = frozenset({"error", "rejected"})
 # Finish reasons of an answer that ended on its own (the only ones cached).
 _COMPLETE = frozenset({"stop", "tool_calls", "function_call"})
-
-
-@dataclass(frozen=True)
-class RouteRequest:
-    """What the gateway asks the router: the request's routing-relevant fields."""
-
-    messages: Sequence[Mapping[str, Any]]
-    max_tokens: int | None = None
-    tools: Sequence[Any] | None = None
-    response_format: Mapping[str, Any] | None = None
-    metadata: Mapping[str, Any] | None = None
-    profile: str | None = None
-    weights: Mapping[str, float] | None = None
-    allow: tuple[str, ...] | None = None
-    force_model: str | None = None
-    kind: str = "policy"  # policy | passthrough | failover | cascade
-    tenant: str | None = None
-    user_key: str | None = None
-    reasoning_effort: str | None = None  # needs a model with ``reasoning``
-    modalities: Sequence[str] | None = None  # "audio" among them needs ``audio``
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one upstream call did, as stored for its decision."""
-
-    model: str
-    latency_ms: float
-    ttft_ms: float | None
-    input_tokens: int
-    output_tokens: int
-    tokens_estimated: bool
-    cost_usd: float
-    # ok | error | throttled | unreachable | rejected | client_error | cancelled
-    status: str
-    error: str | None = None
 
 
 class Router(Protocol):
@@ -508,7 +473,8 @@ class Gateway:
             last = i == len(plan) - 1
             collect = stream and cascade and not last  # checked whole before it is sent
             call = _Call(decision_id=decision_id, spec=spec, started=self._clock(),
-                         messages=base.messages, deferred=collect, attempt=i + 1, base=base,
+                         messages=base.messages or (), deferred=collect, attempt=i + 1,
+                         base=base,
                          check_json=json_expected if stream and cascade and last else None)
             # This attempt's share of what is left, so that a model that hangs leaves the
             # next ones theirs; a stream's first chunk is due sooner (first_byte_timeout_s).
@@ -797,7 +763,7 @@ class Gateway:
             base = call.base
             self.grading.answered(Answered(
                 decision_id=call.decision_id, model=call.spec.name, tenant=base.tenant,
-                user=base.user_key or _meta_user(base.metadata), messages=base.messages,
+                user=base.user_key or _meta_user(base.metadata), messages=base.messages or (),
                 text="".join(call.text),
                 finish_reason=call.finish_reason,
                 tool_args=tuple(call.tool_args[i] for i in sorted(call.tool_args)),

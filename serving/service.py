@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from bandit.catalog import Catalog, ModelSpec, parse_model
 from bandit.clusters import ClusterTree, with_clusters
@@ -53,6 +53,7 @@ from feedback.rewards import Chosen, feedback_reward
 from feedback.store import Store
 from feedback.versions import CHALLENGER, SHADOW, Arms
 from feedback.writer import BatchWriter
+from serving.calls import Outcome, RouteRequest
 from serving.embedder import EMPTY, NOTHING, OK, Embedded, Embedder
 from serving.errors import NotFoundError
 from serving.metrics import Metrics
@@ -60,102 +61,6 @@ from serving.metrics import Metrics
 log = logging.getLogger("routebandit.service")
 
 DEFAULT_TENANT = "default"
-
-
-class RouteRequestLike(Protocol):
-    """What :meth:`RouterService.route` reads (the gateway's ``RouteRequest`` fits)."""
-
-    @property
-    def messages(self) -> Sequence[Mapping[str, Any]] | None: ...
-    @property
-    def max_tokens(self) -> int | None: ...
-    @property
-    def tools(self) -> Sequence[Any] | None: ...
-    @property
-    def response_format(self) -> Mapping[str, Any] | None: ...
-    @property
-    def metadata(self) -> Mapping[str, Any] | None: ...
-    @property
-    def profile(self) -> str | None: ...
-    @property
-    def weights(self) -> Mapping[str, float] | None: ...
-    @property
-    def allow(self) -> tuple[str, ...] | None: ...
-    @property
-    def force_model(self) -> str | None: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def tenant(self) -> str | None: ...
-    @property
-    def user_key(self) -> str | None: ...
-    @property
-    def reasoning_effort(self) -> str | None: ...
-    @property
-    def modalities(self) -> Sequence[str] | None: ...
-
-
-@dataclass(frozen=True)
-class RouteRequest:
-    """A routing request.
-
-    Give ``messages`` (OpenAI style) or ``prompt``. ``allow`` restricts the models,
-    ``profile`` names reward weights and ``weights`` overrides some of them.
-    ``force_model`` skips the policy (pass-through): the decision is logged with
-    probability 1 and ``kind`` (default ``forced``) so off-policy evaluation can tell
-    it apart. ``tenant`` is the authenticated tenant (``metadata.tenant`` otherwise).
-    """
-
-    messages: Sequence[Mapping[str, Any]] | None = None
-    prompt: str | None = None
-    max_tokens: int | None = None
-    tools: Sequence[Any] | None = None
-    response_format: Mapping[str, Any] | None = None
-    metadata: Mapping[str, Any] | None = None
-    profile: str | None = None
-    weights: Mapping[str, float] | None = None
-    allow: tuple[str, ...] | None = None
-    force_model: str | None = None
-    kind: str = POLICY
-    tenant: str | None = None
-    user_key: str | None = None
-    reasoning_effort: str | None = None
-    modalities: Sequence[str] | None = None
-
-
-class OutcomeLike(Protocol):
-    """What :meth:`RouterService.record_outcome` reads (the gateway's ``Outcome`` fits)."""
-
-    @property
-    def latency_ms(self) -> float | None: ...
-    @property
-    def ttft_ms(self) -> float | None: ...
-    @property
-    def input_tokens(self) -> int | None: ...
-    @property
-    def output_tokens(self) -> int | None: ...
-    @property
-    def tokens_estimated(self) -> bool: ...
-    @property
-    def cost_usd(self) -> float | None: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def error(self) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class CallOutcome:
-    """What an upstream call measured (for callers without the gateway's ``Outcome``)."""
-
-    latency_ms: float | None = None
-    ttft_ms: float | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    tokens_estimated: bool = False
-    cost_usd: float | None = None
-    status: str = "ok"
-    error: str | None = None
 
 
 class _Recent(NamedTuple):
@@ -406,7 +311,7 @@ class RouterService:
         return self._profiles[name].override(overrides)
 
     # -- route ----------------------------------------------------------------------------
-    async def route(self, request: RouteRequestLike) -> tuple[str, Decision]:
+    async def route(self, request: RouteRequest) -> tuple[str, Decision]:
         """Choose a model and log the decision; returns ``(decision_id, decision)``.
 
         Raises :class:`~bandit.errors.RequestError` (bad input, unknown model or
@@ -415,7 +320,7 @@ class RouterService:
         outcomes and the audit view find it in memory.
         """
         started = time.perf_counter()
-        prompt = getattr(request, "prompt", None)
+        prompt = request.prompt
         tenant = request.tenant or _meta(request.metadata, "tenant") or DEFAULT_TENANT
         metadata = {**(request.metadata or {}), "tenant": tenant}
         req = parse_request(
@@ -512,7 +417,7 @@ class RouterService:
         )
 
     # -- outcomes, feedback, audit ---------------------------------------------------------
-    async def record_outcome(self, decision_id: str, outcome: OutcomeLike) -> None:
+    async def record_outcome(self, decision_id: str, outcome: Outcome) -> None:
         """Store what the upstream call measured; the first outcome of a decision wins.
 
         Awaits the commit. Raises :class:`~feedback.errors.UnknownDecisionError`.
@@ -527,7 +432,7 @@ class RouterService:
         recent = self._recent.get(decision_id)
         if stored and recent is not None and recent.outcome is None:
             self._recent.put(decision_id, recent._replace(outcome=_outcome_tuple(record)))
-        model = getattr(outcome, "model", None) or (recent.model if recent else None)
+        model = outcome.model or (recent.model if recent else None)
         if stored and model is not None:
             self.metrics.outcome(model, record.status, latency_ms=record.latency_ms,
                                  ttft_ms=record.ttft_ms, cost_usd=record.cost_usd,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.auth import authenticate
+from serving.calls import RouteRequest
 from serving.requests import (
     Content,
     Metadata,
@@ -19,7 +20,7 @@ from serving.requests import (
     check_tenant,
 )
 from serving.routes.body import INVALID, DirectRoute, openapi_body, parse
-from serving.service import RouteRequest, RouterService, meaning
+from serving.service import RouterService, meaning
 
 router = APIRouter(tags=["routing"], route_class=DirectRoute)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bandit import Catalog, Decision, RewardWeights, featurize, parse_request
-from serving.gateway import Outcome, RouteRequest
+from serving.calls import Outcome, RouteRequest
 
 
 @dataclass

@@ -23,6 +23,7 @@ from bandit.clusters import ClusterTree
 from feedback import synthetic
 from feedback.store import Store
 from serving import embedder as embedder_module
+from serving.calls import RouteRequest
 from serving.embedder import (
     HEAD_CHARS,
     TAIL_CHARS,
@@ -33,7 +34,7 @@ from serving.embedder import (
     bounded,
 )
 from serving.routes.route import RouteOut
-from serving.service import RouteRequest, RouterService, meaning
+from serving.service import RouterService, meaning
 from tests.serving.conftest import running, service_settings
 
 DIM = 8

@@ -18,9 +18,10 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from bandit import Catalog
+from serving.calls import Outcome
 from serving.cooldown import Cooldown
 from serving.egress import DEVELOPMENT
-from serving.gateway import Gateway, GatewayConfig, Outcome, _cache_tokens
+from serving.gateway import Gateway, GatewayConfig, _cache_tokens
 from serving.native_anthropic import NativeFault
 from serving.native_anthropic import to_completion as anthropic_completion
 from serving.native_gemini import (

@@ -7,7 +7,7 @@ import pytest
 from bandit import Policy
 from bandit.errors import RequestError
 from feedback.errors import UnknownDecisionError
-from serving.service import CallOutcome, RouteRequest
+from serving.calls import Outcome, RouteRequest
 from tests.serving.conftest import Api
 
 MESSAGES = [{"role": "user", "content": "Write a haiku about routers."}]
@@ -28,16 +28,16 @@ async def test_forced_decision_is_logged_with_probability_one(api: Api) -> None:
 async def test_outcome_feeds_the_reward(api: Api) -> None:
     svc = api.service
     decision_id, d = await svc.route(RouteRequest(messages=MESSAGES, profile="balanced"))
-    await svc.record_outcome(decision_id, CallOutcome(latency_ms=2000.0, input_tokens=100,
+    await svc.record_outcome(decision_id, Outcome(latency_ms=2000.0, input_tokens=100,
                                                       output_tokens=50, cost_usd=0.004))
-    await svc.record_outcome(decision_id, CallOutcome(latency_ms=1.0))  # first one wins
+    await svc.record_outcome(decision_id, Outcome(latency_ms=1.0))  # first one wins
     result = await svc.feedback(decision_id=decision_id, tenant=None, score=1.0)
     # 1.0 - 0.02 * (0.004 / 0.001) - 0.02 * (2000 / 1000)
     assert result.record.reward == pytest.approx(1.0 - 0.08 - 0.04)
     record = await svc.get_decision(decision_id, None)
     assert record.outcome is not None and record.outcome.latency_ms == 2000.0
     with pytest.raises(UnknownDecisionError):
-        await svc.record_outcome("0" * 32, CallOutcome())
+        await svc.record_outcome("0" * 32, Outcome())
 
 
 async def test_default_quality_does_not_override_real_feedback(api: Api) -> None:

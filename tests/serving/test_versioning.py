@@ -14,7 +14,8 @@ from feedback import synthetic
 from feedback.store import Store
 from feedback.training import relearn
 from feedback.versions import Split
-from serving.service import RouteRequest, RouterService
+from serving.calls import RouteRequest
+from serving.service import RouterService
 from serving.versioning import VersionManager
 from tests.mlflow_store import fresh_tracking_uri
 
