@@ -34,6 +34,14 @@ bandit's online stream meets each change at its step; the test split, and every
 baseline, see the world after all of them (:func:`world_after`). :class:`ChangeReport`
 follows the changed model's share of the bandit's train decisions after the change.
 
+**A simulated judge** (:class:`SimulatedJudge`, ``ReplayConfig.judge``) stands in for
+the table's grades on train: the bandit learns the judge's grade of the chosen model's
+answer (the true grade, plus the judge's bias for that model and Gaussian noise, clipped
+to [0, 1]), weighted and calibrated per model against the decisions that keep their
+true grade as people's scores, exactly as the service learns it
+(:mod:`bandit.calibration`). The sweep is then run twice on the same contexts, clean
+and judged (:class:`JudgeReport`); test and every baseline stay clean.
+
 Baselines share the prompts, the features and the metric code
 (:mod:`bandit.frontier`): every single model, uniform random routing, a **per-task
 table** (full information plus the task label: the best model per task on train), the
@@ -59,6 +67,12 @@ import numpy as np
 import numpy.typing as npt
 import vowpal_wabbit_next as vw
 
+from bandit.calibration import (
+    DEFAULT_JUDGE_WEIGHT,
+    DEFAULT_MIN_PAIRS,
+    Calibration,
+    learned_quality,
+)
 from bandit.catalog import Catalog, ModelSpec
 from bandit.ceiling import ceiling_weights, task_breakpoints, within_task_auc
 from bandit.clusters import DEFAULT_CAP, DEFAULT_SPLIT_AFTER, ClusterTree, with_clusters
@@ -134,6 +148,190 @@ class Change:
 
 
 @dataclass(frozen=True)
+class SimulatedJudge:
+    """A judge standing in for the table's grades on train (seeded by the replay's seed).
+
+    The judge's grade of an answer is ``clip(q + bias[model] + noise * z, 0, 1)`` with
+    ``q`` the table's grade and ``z`` standard normal, drawn once per prompt and model (a
+    judge at temperature 0 grades one answer alike whenever it is asked). A seeded
+    ``human_share`` of the train prompts keeps its true grade as a person's score: at
+    every cost weight the same prompts, whatever model the bandit chose for them. The
+    bandit learns a person's score whole, and the judge's grade as the service does:
+    calibrated per model (``calibrate``, once ``min_pairs`` people's scores of that
+    model back the offset) and then weighted by ``weight``.
+
+    >>> j = SimulatedJudge(noise=0.1, bias=(("m", 0.2),), human_share=0.05)
+    >>> j.label, j.bias_of("m"), j.bias_of("other")
+    ('noise 0.1, bias m=+0.2, human 5%, weight 0.8, calibrated after 20 pairs', 0.2, 0.0)
+    """
+
+    noise: float = 0.0
+    bias: tuple[tuple[str, float], ...] = ()
+    human_share: float = 0.0
+    weight: float = DEFAULT_JUDGE_WEIGHT
+    calibrate: bool = True
+    min_pairs: int = DEFAULT_MIN_PAIRS
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noise < float("inf"):
+            raise RequestError(f"judge noise: must be a finite sd >= 0, got {self.noise!r}")
+        if not 0.0 <= self.human_share <= 1.0:
+            raise RequestError(
+                f"judge human share: must be in [0, 1], got {self.human_share!r}")
+        if not 0.0 <= self.weight <= 1.0:
+            raise RequestError(f"judge weight: must be in [0, 1], got {self.weight!r}")
+        if self.min_pairs < 1:
+            raise RequestError(
+                f"judge min_pairs: must be at least 1, got {self.min_pairs!r}")
+        seen = Counter(m for m, _ in self.bias)
+        for model, n in seen.items():
+            if n > 1:
+                raise RequestError(f"judge bias: {n} biases of {model!r}; give one")
+        for model, b in self.bias:
+            if not -1.0 <= b <= 1.0:
+                raise RequestError(f"judge bias of {model!r}: must be in [-1, 1], got {b!r}")
+
+    def bias_of(self, model: str) -> float:
+        return dict(self.bias).get(model, 0.0)
+
+    @property
+    def label(self) -> str:
+        parts = [f"noise {self.noise:g}"]
+        parts += [f"bias {m}={b:+g}" for m, b in self.bias]
+        parts += [f"human {self.human_share:.0%}", f"weight {self.weight:g}",
+                  f"calibrated after {self.min_pairs} pairs" if self.calibrate
+                  else "not calibrated"]
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"noise": self.noise, "bias": dict(self.bias), "human_share": self.human_share,
+                "weight": self.weight, "calibrate": self.calibrate,
+                "min_pairs": self.min_pairs}
+
+
+def check_judge(table: OutcomeTable, judge: SimulatedJudge | None) -> None:
+    """Refuse a bias of a model the table does not have."""
+    for model, _ in () if judge is None else judge.bias:
+        if model not in table.models:
+            raise RequestError(f"judge bias: no model {model!r} in the table "
+                               f"(it has: {', '.join(table.models)})")
+
+
+#: Mixed into the replay's seed so that the judge's draws are not the train order's.
+_JUDGE_STREAM = 23
+
+
+class JudgedGrades:
+    """What the bandit learns on train under a :class:`SimulatedJudge`, one decision at
+    a time (:meth:`learn`): only the grade it is handed, the chosen model's, is read.
+
+    >>> from bandit.outcomes import OutcomeTable
+    >>> t = OutcomeTable.from_rows(["a", "b"], ["x", "x"], ["train", "train"], ["p", "q"],
+    ...     ["m1", "m2"], quality=[[1, 0]] * 2, cost_usd=[[0, 0]] * 2,
+    ...     output_chars=[[1, 1]] * 2)
+    >>> g = JudgedGrades(SimulatedJudge(bias=(("m2", 0.2),)), t, seed=0)
+    >>> g.learn(0, 1, 0.0), g.learn(1, 0, 1.0)   # 0.5 + 0.8 * (0.2 - 0.5), 0.5 + 0.8 * 0.5
+    (0.26, 0.9)
+    """
+
+    def __init__(self, judge: SimulatedJudge, table: OutcomeTable, *, seed: int) -> None:
+        self.judge = judge
+        self.models = table.models
+        rng = np.random.default_rng([seed, _JUDGE_STREAM])
+        train = table.indices("train")
+        self._human = np.zeros(table.n_prompts, dtype=bool)
+        n_human = int(round(judge.human_share * len(train)))
+        self._human[rng.choice(train, size=n_human, replace=False)] = True
+        self._noise = (rng.standard_normal((table.n_prompts, table.n_models)) * judge.noise
+                       if judge.noise > 0 else None)
+        self._bias = np.array([judge.bias_of(m) for m in table.models], dtype=np.float64)
+        self.calibration = Calibration(min_pairs=judge.min_pairs)
+        self.steps = 0
+        self.humans = 0
+        #: Per model, the step from which its calibration applied.
+        self.applied_from: dict[str, int] = {}
+
+    def is_human(self, prompt: int) -> bool:
+        return bool(self._human[prompt])
+
+    def grade(self, prompt: int, model: int, quality: float) -> float:
+        """The judge's raw grade of ``model``'s answer to ``prompt``, graded ``quality``."""
+        z = 0.0 if self._noise is None else float(self._noise[prompt, model])
+        return min(1.0, max(0.0, quality + float(self._bias[model]) + z))
+
+    def learn(self, prompt: int, model: int, quality: float) -> float:
+        """The quality the bandit learns for this decision (the chosen ``model``'s true
+        grade is ``quality``); a person's score also teaches the calibration."""
+        name = self.models[model]
+        judged = self.grade(prompt, model, quality)
+        self.steps += 1
+        if self._human[prompt]:
+            self.humans += 1
+            self.calibration.learn_one(name, judge=judged, person=quality)
+            return quality
+        if self.judge.calibrate:
+            if name not in self.applied_from and self.calibration.applies(name):
+                self.applied_from[name] = self.steps - 1
+            judged = self.calibration.calibrate(judged, name)
+        return round(learned_quality(judged, self.judge.weight), 12)
+
+    def summary(self, cost_weight: float) -> JudgeRun:
+        return JudgeRun(cost_weight=cost_weight, decisions=self.steps, humans=self.humans,
+                        calibration=tuple(
+                            (m, off, n, self.applied_from.get(m))
+                            for m, (off, n) in sorted(self.calibration.offsets().items())))
+
+
+@dataclass(frozen=True)
+class JudgeRun:
+    """One cost weight's train stream under the judge: its decisions, how many had a
+    person's score, and per model ``(model, offset, pairs, applied_from_step)`` of the
+    calibration at the end of train (``applied_from_step`` ``None``: never applied)."""
+
+    cost_weight: float
+    decisions: int
+    humans: int
+    calibration: tuple[tuple[str, float, int, int | None], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cost_weight": self.cost_weight, "decisions": self.decisions,
+                "human_decisions": self.humans,
+                "calibration": {m: {"offset": off, "pairs": n, "applied_from_step": at}
+                                for m, off, n, at in self.calibration}}
+
+
+#: The figures a judged replay is compared on (the bandit half's).
+JUDGE_FIGURES = ("cost_pct_for_95", "cost_pct_for_98", "quality_pct_at_10")
+
+
+@dataclass(frozen=True)
+class JudgeReport:
+    """The bandit under a simulated judge against the clean bandit of the same run."""
+
+    judge: SimulatedJudge
+    clean: RouterResult
+    judged: RouterResult
+    runs: tuple[JudgeRun, ...]
+
+    def differences(self) -> dict[str, float | None]:
+        """Judged minus clean, per figure of :data:`JUDGE_FIGURES` (``None`` where either
+        is not reached)."""
+        a, b = self.clean.metrics.to_dict(), self.judged.metrics.to_dict()
+        return {k: None if a[k] is None or b[k] is None else float(b[k]) - float(a[k])
+                for k in JUDGE_FIGURES}
+
+    def to_dict(self) -> dict[str, Any]:
+        a, b = self.clean.metrics.to_dict(), self.judged.metrics.to_dict()
+        return {"judge": self.judge.to_dict(), "label": self.judge.label,
+                "clean": {k: a[k] for k in (*JUDGE_FIGURES, "quality_pct_at_30", "aiq")},
+                "judged": {k: b[k] for k in (*JUDGE_FIGURES, "quality_pct_at_30", "aiq")},
+                "difference": self.differences(),
+                "frontier": [p.to_dict() for p in self.judged.points],
+                "hull": b["hull"],
+                "by_cost_weight": [r.to_dict() for r in self.runs]}
+
+
+@dataclass(frozen=True)
 class ReplayConfig:
     """How a replay runs.
 
@@ -151,6 +349,7 @@ class ReplayConfig:
     full_info_learning_rate: float = 0.05
     changes: tuple[Change, ...] = ()
     change_window: int = 100
+    judge: SimulatedJudge | None = None
 
     def __post_init__(self) -> None:
         if self.passes < 1:
@@ -188,6 +387,7 @@ class ReplayConfig:
             "full_info_learning_rate": self.full_info_learning_rate,
             "changes": [c.label for c in self.changes],
             "change_window": self.change_window,
+            "judge": None if self.judge is None else self.judge.to_dict(),
         }
 
 
@@ -288,6 +488,8 @@ class BanditRun:
     curve: tuple[CurvePoint, ...]
     #: The model chosen at each online train step (its index in the table's models).
     train_choices: tuple[int, ...] = ()
+    #: Under a simulated judge (``config.judge``): what the train stream was taught.
+    judge: JudgeRun | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +511,8 @@ class ReplayResult:
     split_assigned: bool = False
     clusters: ClusterReport | None = None
     changes: tuple[ChangeReport, ...] = ()
+    #: With ``config.judge``: the bandit under the judge against ``bandit`` (clean).
+    judge: JudgeReport | None = None
 
     def baseline(self, name: str) -> RouterResult:
         for b in self.baselines:
@@ -355,6 +559,7 @@ class ReplayResult:
             },
             "clusters": None if self.clusters is None else self.clusters.to_dict(),
             "changes": [c.to_dict() for c in self.changes],
+            "judge": None if self.judge is None else self.judge.to_dict(),
             "elapsed_seconds": self.elapsed_seconds,
         }
 
@@ -817,6 +1022,8 @@ def replay_bandit(
     """Replay the bandit at one cost weight: learn online on train, evaluate on test.
 
     Only the chosen model's quality, cost and output length are ever read on train.
+    With ``config.judge`` the bandit learns the simulated judge's grade of it
+    (:class:`JudgedGrades`); the learning curve's quality stays the true grade.
 
     >>> from bandit.outcomes import OutcomeTable
     >>> t = OutcomeTable.from_rows(
@@ -839,6 +1046,8 @@ def replay_bandit(
     changed_c = {table.models.index(c.model): c.step for c in config.changes
                  if c.kind == "price"}
     added = [(c.step, c.model) for c in config.changes if c.kind == "add"]
+    judged = (None if config.judge is None
+              else JudgedGrades(config.judge, table, seed=config.seed))
     choices: list[int] = []
     for step, i in enumerate(train_order(table, config.seed)):
         absent = {m for at, m in added if step < at}
@@ -848,11 +1057,12 @@ def replay_bandit(
         q = float((after if step >= changed_q.get(j, step + 1) else table).quality[i, j])
         c = float((after if step >= changed_c.get(j, step + 1) else table).cost_usd[i, j])
         choices.append(j)
-        r = reward(weights, quality=q, cost_usd=c)
+        learned = q if judged is None else judged.learn(int(i), j, q)
+        r = reward(weights, quality=learned, cost_usd=c)
         policy.learn(decision, r, outcome={
-            "quality": q, "cost_usd": c,
+            "quality": learned, "cost_usd": c,
             "output_tokens": float(table.output_chars[i, j]) / 4.0})
-        log.append((decision, r, q))
+        log.append((decision, r, learned))
         trace.append((r, q, c))
         if progress is not None:
             progress(1)
@@ -875,7 +1085,8 @@ def replay_bandit(
             progress(1)
     return BanditRun(point=_point(after, rows, chosen, cost_weight=cost_weight),
                      curve=learning_curve(trace, every=config.curve_every),
-                     train_choices=tuple(choices))
+                     train_choices=tuple(choices),
+                     judge=None if judged is None else judged.summary(cost_weight))
 
 
 def curve_blocks(n: int, every: int) -> list[tuple[int, int]]:
@@ -1035,6 +1246,8 @@ def work_units(table: OutcomeTable, config: ReplayConfig) -> int:
     """How many progress units :func:`replay` reports (for a progress bar's total)."""
     n_train, n_test = len(table.indices("train")), len(table.indices("test"))
     bandit = (n_train * config.passes + n_test) * len(config.cost_weights)
+    if config.judge is not None:  # the sweep runs clean and judged
+        bandit *= 2
     return table.n_prompts + bandit + n_train * config.full_info_passes + n_test
 
 
@@ -1049,8 +1262,9 @@ def replay(
 
     ``embeddings``, one row per prompt (a row of zeros: none), routes by meaning as the
     service does (:func:`grow_clusters`); every router and baseline sees the same
-    clustered contexts. ``progress``, when given, is called with the number of work
-    units just done (their total is :func:`work_units`).
+    clustered contexts. With ``config.judge`` the bandit's sweep runs twice, clean
+    (``bandit``) and under the judge (``judge``). ``progress``, when given, is called
+    with the number of work units just done (their total is :func:`work_units`).
     """
     config = config or ReplayConfig()
     start = time.perf_counter()
@@ -1061,6 +1275,7 @@ def replay(
         contexts = clustered_contexts(contexts, paths)
         found = cluster_report(table, embeddings, paths, tree)
     check_changes(table, config.changes)
+    check_judge(table, config.judge)
     streamed, table = table, world_after(table, contexts, config.changes)
     if progress is not None:
         progress(table.n_prompts)
@@ -1080,10 +1295,26 @@ def replay(
         return RouterResult(name=name, label=label, points=tuple(points), metrics=metrics,
                             peeks=peeks, within_task_auc=auc)
 
+    clean = dataclasses.replace(config, judge=None)
     runs = [
-        replay_bandit(streamed, contexts, cost_weight=w, config=config, progress=progress)
+        replay_bandit(streamed, contexts, cost_weight=w, config=clean, progress=progress)
         for w in config.cost_weights
     ]
+    bandit = result("bandit", "routebandit (VW cb_explore_adf, bandit feedback)",
+                    [r.point for r in runs])
+    judged: JudgeReport | None = None
+    if config.judge is not None:
+        judged_runs = [
+            replay_bandit(streamed, contexts, cost_weight=w, config=config,
+                          progress=progress)
+            for w in config.cost_weights
+        ]
+        judged = JudgeReport(
+            judge=config.judge, clean=bandit,
+            judged=result("bandit_judged", "routebandit learning from a simulated judge "
+                          f"on train ({config.judge.label})",
+                          [r.point for r in judged_runs]),
+            runs=tuple(r.judge for r in judged_runs if r.judge is not None))
     pred, cost = full_information_predictions(table, contexts, config=config,
                                               progress=progress)
     baselines = (
@@ -1110,8 +1341,7 @@ def replay(
         tasks=tuple((t, counts[t, "train"], counts[t, "test"]) for t in sorted(set(table.tasks))),
         best_single=best,
         aiq_cost_max=c_max,
-        bandit=result("bandit", "routebandit (VW cb_explore_adf, bandit feedback)",
-                      [r.point for r in runs]),
+        bandit=bandit,
         baselines=baselines,
         learning_curves=tuple((w, r.curve) for w, r in zip(config.cost_weights, runs,
                                                             strict=True)),
@@ -1120,4 +1350,5 @@ def replay(
         reference_curve=reference_curve(table, str(best.model), config=config),
         clusters=found,
         changes=change_reports(table, runs, config),
+        judge=judged,
     )

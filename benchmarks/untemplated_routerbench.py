@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from bandit.features import Context, featurize, parse_request
 from bandit.outcomes import OutcomeTable, load_outcomes
+from bandit.policy import PolicyConfig
 from bandit.replay import (
     DEFAULT_COST_WEIGHTS,
     ReplayConfig,
@@ -120,8 +121,8 @@ def _init(data: dict[str, tuple[OutcomeTable, np.ndarray, np.ndarray | None]]) -
         _DATA[name] = (table, product, reference, featurize_table(table))
 
 
-def run(job: tuple[str, str, int, int]) -> tuple[str, str, int, dict[str, Any]]:
-    name, way, seed, k = job
+def run(job: tuple[str, str, int, int, bool]) -> tuple[str, str, int, dict[str, Any]]:
+    name, way, seed, k, aging = job
     table, product, reference, plain = _DATA[name]
     info: dict[str, Any] = {}
     if way == "product":
@@ -134,7 +135,11 @@ def run(job: tuple[str, str, int, int]) -> tuple[str, str, int, dict[str, Any]]:
         ctx = kmeans_contexts(table, reference, k)
     else:
         ctx = plain
-    config = ReplayConfig(seed=seed)
+    # Without ageing: evidence never fades and no change is detected (docs/policy.md,
+    # "Adapting to change"), to measure what the ageing costs where nothing changes.
+    policy = (PolicyConfig() if aging else
+              PolicyConfig(kind_memory=0, estimate_memory=0, detect_changes=False))
+    config = ReplayConfig(seed=seed, policy=policy)
     points = [replay_bandit(table, ctx, cost_weight=w, config=config).point.xy
               for w in DEFAULT_COST_WEIGHTS]
     m = metrics_of(table, points).to_dict()
@@ -201,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                              "k-means fitted offline on the train prompts (not the product)")
     parser.add_argument("--k", type=int, default=3,
                         help="clusters of the k-means reference (default: %(default)s)")
+    parser.add_argument("--no-aging", action="store_true",
+                        help="turn the policy's ageing of evidence and change detection off")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes running seeds side by side (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         table = load_table(name)
         data[name] = (table, embed_table(table),
                       embed(table.prompts) if "kmeans" in ways else None)
-    jobs = [(n, w, s, args.k) for n in names for w in ways for s in seeds]
+    jobs = [(n, w, s, args.k, not args.no_aging) for n in names for w in ways for s in seeds]
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
         n: {w: {} for w in ways} for n in names}
     with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(data,)) as pool, \

@@ -118,10 +118,10 @@ def preflight(settings: Settings, *, resolver: Resolver | None = None) -> Prefli
 def _checked_egress(settings: Settings, catalog: Catalog, *, dev_mode: bool,
                     resolver: Resolver | None) -> EgressPolicy:
     """The upstream egress policy (serving/egress.py), the file catalog checked by it."""
-    from serving.gateway_settings import gateway_settings_of
+    from serving.gateway_settings import egress_policy
 
-    egress = gateway_settings_of(settings).egress(
-        development=dev_mode, database_url=settings.resolved_database_url, resolver=resolver)
+    egress = egress_policy(settings.gateway, development=dev_mode,
+                           database_url=settings.resolved_database_url, resolver=resolver)
     for i, spec in enumerate(catalog):
         try:
             egress.check_model(spec, f"models[{i}]", env=os.environ)

@@ -41,8 +41,8 @@ DEFAULT_KEY_ENVS = ("*_API_KEY", "*_TOKEN")
 RESERVED_PREFIX = "ROUTEBANDIT_"
 METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
-ALLOW_SETTING = "setting 'upstream_allow' (ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW)"
-KEYS_SETTING = "setting 'api_key_envs' (ROUTEBANDIT_GATEWAY_API_KEY_ENVS)"
+ALLOW_SETTING = "setting 'upstream_allow' (ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW)"
+KEYS_SETTING = "setting 'api_key_envs' (ROUTEBANDIT_GATEWAY__API_KEY_ENVS)"
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")

@@ -2,10 +2,14 @@
 request as a Messages request, and the answer (a body, or the stream's events) back as
 Chat Completions' body and chunks, so the gateway measures and checks it like any other.
 
-Dropped on the way (Anthropic has no equivalent): ``n``, ``response_format`` (the
-catalog's ``json`` capability says whether to route JSON requests here),
-``logprobs``, ``seed``, ``stream_options`` (usage always comes), ``frequency_penalty``,
-``presence_penalty``.
+Translated besides messages, tools and stops: ``response_format`` (``json_schema``, or
+``json_object`` as any object) as ``output_config.format`` (Anthropic's structured
+outputs), ``reasoning_effort`` as extended thinking (a ``budget_tokens`` of 1,024, 4,096
+or 16,384 for low, medium and high, added to ``max_tokens`` since Anthropic counts the
+thinking in it; the thinking itself is not relayed), and file parts given as data
+(``file.file_data``) as ``document`` blocks. Dropped on the way (Anthropic has no
+equivalent): ``n``, ``logprobs``, ``seed``, ``stream_options`` (usage always comes),
+``frequency_penalty``, ``presence_penalty``; a file part by ``file_id`` is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import Any
 
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; chat requests may omit it
+# reasoning_effort -> extended thinking's budget (Anthropic: at least 1,024 tokens)
+THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384,
+                    "xhigh": 32768}
 # Chat Completions' finish_reason -> Anthropic's stop_reason, and back.
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
                 "function_call": "tool_use", "content_filter": "refusal"}
@@ -25,7 +32,8 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "le
 
 
 class NativeFault(Exception):
-    """The Anthropic answer is not an answer (``error``: it says it failed)."""
+    """The Anthropic answer is not an answer (``error``: it says it failed), or the
+    request cannot be said in Anthropic's terms."""
 
     def __init__(self, message: str, *, error: bool = False) -> None:
         super().__init__(message)
@@ -63,7 +71,23 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
             url = image.get("url") if isinstance(image, Mapping) else image
             if isinstance(url, str):
                 out.append(_image(url))
+        elif part.get("type") == "file":
+            out.append(_document(part.get("file")))
     return out
+
+
+def _document(file: Any) -> dict[str, Any]:
+    data = file.get("file_data") if isinstance(file, Mapping) else None
+    if not (isinstance(data, str) and data.startswith("data:") and ";base64," in data):
+        # Anthropic's own file ids are not OpenAI's: nothing to send it by.
+        raise NativeFault("a file part must carry its data (file.file_data as a data: URL) "
+                          "to reach an Anthropic model")
+    media, encoded = data[5:].split(";base64,", 1)
+    block: dict[str, Any] = {"type": "document", "source": {
+        "type": "base64", "media_type": media or "application/pdf", "data": encoded}}
+    if isinstance(file.get("filename"), str):
+        block["title"] = file["filename"]
+    return block
 
 
 def _arguments(raw: Any) -> Any:
@@ -104,6 +128,18 @@ def to_messages(payload: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"model": payload.get("model"), "messages": messages}
     limit = payload.get("max_completion_tokens", payload.get("max_tokens"))
     out["max_tokens"] = limit if isinstance(limit, int) else DEFAULT_MAX_TOKENS
+    effort = payload.get("reasoning_effort")
+    if isinstance(effort, str) and effort != "none":
+        budget = THINKING_BUDGETS.get(effort, THINKING_BUDGETS["medium"])
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        out["max_tokens"] += budget  # the answer keeps what the client asked for
+    fmt = payload.get("response_format")
+    if isinstance(fmt, Mapping) and fmt.get("type") in ("json_schema", "json_object"):
+        spec = fmt.get("json_schema") if fmt.get("type") == "json_schema" else None
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        out["output_config"] = {"format": {
+            "type": "json_schema",
+            "schema": dict(schema) if isinstance(schema, Mapping) else {"type": "object"}}}
     if system:
         out["system"] = "\n".join(system)
     for key in ("temperature", "top_p", "stream"):

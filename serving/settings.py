@@ -15,7 +15,7 @@ import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -37,6 +37,7 @@ from pydantic_settings import (
 from bandit.errors import RouteBanditError
 from bandit.policy import EXPLORATIONS, PolicyConfig
 from bandit.reward import RewardWeights
+from serving.egress import DEFAULT_KEY_ENVS, parse_allow
 
 ENV_PREFIX = "ROUTEBANDIT_"
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("routebandit_config_file", default=None)
@@ -149,6 +150,87 @@ class SignalSettings(BaseModel):
     abandoned_weight: float = Field(0.4, ge=0, le=1)
 
 
+class GatewaySettings(BaseModel):
+    """The gateway's knobs: failover, time budgets, cooldown, cascade, cache, default
+    quality, the upstream pool and egress (``ROUTEBANDIT_GATEWAY__<NAME>``, or
+    ``gateway:`` in the config file; serving/gateway_settings.py turns them into the
+    gateway's parts)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(default=3, ge=1, le=10,
+                              description="Models tried per request.")
+    deadline_s: float = Field(
+        default=60.0, gt=0,
+        description="The whole request, body reads included, until the client has its "
+        "answer (a stream: its first chunk); each attempt may use its share of what is left.")
+    first_byte_timeout_s: float = Field(
+        default=5.0, gt=0,
+        description="Until a stream's first chunk, per attempt (a catalog model's "
+        "first_byte_timeout_s overrides it); then failover.")
+    read_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="Longest silence between two bytes of an answer once it has begun.")
+    stream_deadline_s: float = Field(
+        default=600.0, gt=0, description="A stream's whole life, from the request.")
+    connect_timeout_s: float = Field(default=5.0, gt=0,
+                                     description="Connecting to an upstream.")
+    max_response_bytes: int = Field(
+        default=16 * 2**20, ge=1024,
+        description="Largest answer read from an upstream (bytes); past it the attempt fails.")
+    cooldown_failures: int = Field(default=3, ge=1,
+                                   description="Consecutive failures to cool down.")
+    cooldown_s: float = Field(default=30.0, ge=0,
+                              description="First cooldown; doubles per failed probe.")
+    cascade_profiles: frozenset[str] = Field(
+        default=frozenset(), description="Profiles (auto:<profile>) served in cascade mode.")
+    cache: bool = Field(default=False,
+                        description="Exact-match cache for temperature-0 requests.")
+    cache_max_entries: int = Field(default=1024, ge=1)
+    cache_ttl_s: float = Field(default=3600.0, gt=0)
+    default_quality: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Quality applied when no feedback arrives in time.")
+    default_quality_delay_s: float = Field(default=600.0, gt=0)
+    failure_quality: float | None = Field(
+        default=0.0, ge=0, le=1, description="Quality fed back for a failed or rejected call.")
+    outcome_interval_s: float = Field(
+        default=0.1, ge=0, le=5,
+        description="Outcomes are recorded in batches this often (0: each at once).")
+    max_choices: int = Field(
+        default=8, ge=1, le=128,
+        description="Largest `n` (choices per request) forwarded; each is a paid answer.")
+    max_connections: int = Field(default=512, ge=1,
+                                 description="Upstream connection pool size.")
+    transport: Literal["httpx", "aiohttp"] = Field(
+        default="aiohttp",
+        description="What sends upstream requests (aiohttp: a third of httpx's CPU per call).")
+    client_shards: int = Field(
+        default=32, ge=1, le=128,
+        description="httpx clients the pool is split across (transport httpx only).")
+    upstream_allow: tuple[str, ...] = Field(
+        default=(),
+        description="Hosts and CIDRs upstreams may be at besides public addresses (e.g. "
+        '["10.0.0.0/8", "vllm.internal"]); a cloud metadata address only if listed exactly.')
+    api_key_envs: tuple[str, ...] = Field(
+        default=DEFAULT_KEY_ENVS,
+        description="Glob patterns of the variables api_key_env may name (never ROUTEBANDIT_*, "
+        "never one holding the database URL).")
+
+    @field_validator("upstream_allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_allow(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("api_key_envs")
+    @classmethod
+    def _key_envs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not p.strip() for p in value):
+            raise ValueError("patterns must be non-empty")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything ``routebandit serve`` can be told."""
 
@@ -223,6 +305,9 @@ class Settings(BaseSettings):
     embedder_openai: EmbedderOpenAI = Field(
         EmbedderOpenAI(base_url=None, model=None, api_key_env=None, timeout_s=0.25),
         description="embedder: openai: base_url, model, api_key_env, timeout_s.")
+    gateway: GatewaySettings = Field(
+        default_factory=lambda: GatewaySettings.model_validate({}),
+        description="The gateway's knobs (ROUTEBANDIT_GATEWAY__<NAME>, docs/gateway.md).")
     judge: JudgeSettings = Field(default_factory=lambda: JudgeSettings.model_validate({}),
                                  description="The sampled LLM judge (docs/judge.md).")
     grades: GradeSettings = Field(default_factory=lambda: GradeSettings.model_validate({}),
@@ -322,6 +407,16 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     path = Path(path_raw).expanduser() if path_raw else None
     if path is not None and not path.is_file():
         raise SettingsError(f"setting 'config' ({path}): no such file")
+    legacy = sorted(k for k in os.environ
+                    if k.startswith(f"{ENV_PREFIX}GATEWAY_")
+                    and not k.startswith(f"{ENV_PREFIX}GATEWAY__"))
+    if legacy:
+        # Renamed when the gateway's settings joined the others: refuse rather than
+        # silently ignore a deployment's knob.
+        name = legacy[0]
+        raise SettingsError(
+            f"setting {name}: the gateway's settings are now nested: rename it to "
+            f"{ENV_PREFIX}GATEWAY__{name[len(ENV_PREFIX) + len('GATEWAY_'):]}")
     token = _CONFIG_FILE.set(path)
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -345,7 +440,9 @@ def _describe(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "settings"
         top = str(err["loc"][0]) if err["loc"] else ""
         flag = f"--{top.replace('_', '-')} / " if top in _FLAGS else ""
-        parts.append(f"setting '{loc}' ({flag}{ENV_PREFIX}{top.upper()}): {err['msg']}")
+        env = "__".join(str(p).upper() for p in err["loc"][:2]
+                        if isinstance(p, str)) or top.upper()
+        parts.append(f"setting '{loc}' ({flag}{ENV_PREFIX}{env}): {err['msg']}")
     return "; ".join(parts)
 
 

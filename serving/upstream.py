@@ -77,6 +77,16 @@ class _Native:
     stream: Callable[[str], _Translator]
 
 
+def _native_request(native: _Native, spec: ModelSpec,
+                    payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The request in the upstream's own API; one it cannot say (a file by an OpenAI
+    file id, say) is this model's to skip: another may take it."""
+    try:
+        return native.request(payload)
+    except NativeFault as exc:
+        raise UpstreamConfigError(f"{spec.name}: {exc}", model=spec.name) from exc
+
+
 _NATIVE = {"anthropic": _Native("messages", to_messages, to_completion, MessagesStream),
            "gemini": _Native("", to_generate, gemini_completion, GenerateStream)}
 
@@ -518,7 +528,7 @@ class Upstream:
         native = _NATIVE.get(spec.api or "")
         if native is not None:
             url = _call_url(spec, url, payload, stream=False)
-            payload = native.request(payload)
+            payload = _native_request(native, spec, payload)
         budget = budget or Budget.from_now()
         shard = self._take()
         try:
@@ -567,7 +577,7 @@ class Upstream:
         native = _NATIVE.get(spec.api or "")
         if native is not None:
             url = _call_url(spec, url, payload, stream=True)
-            payload = native.request(payload)
+            payload = _native_request(native, spec, payload)
         budget = budget or Budget.from_now()
         shard = self._take()
         try:

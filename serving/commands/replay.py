@@ -14,6 +14,8 @@ A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` wri
       "config": {"seed", "passes", "cost_weights": [..], "exploration", "policy": {..},
                  "curve_every", "task_tag", "full_info_passes",
                  "full_info_learning_rate", "changes": [..], "change_window",
+                 "judge": {"noise", "bias": {model: bias}, "human_share", "weight",
+                           "calibrate", "min_pairs"} | null,
                  "limit", "embedder"},
       "data": {"source", "n_train", "n_test", "models": [..],
                "tasks": {task: {"train": n, "test": n}}, "split_assigned"},
@@ -40,12 +42,25 @@ A progress bar goes to stderr, a table of results to stdout. ``--json PATH`` wri
       "clusters": {"n_clusters", "n_leaves", "depth", "leaf_sizes": [..],
                    "checkpoint_bytes", "cap", "split_after", "n_learned",
                    "purity", "purity_top", "nmi"},   # null with --embedder none
+      "judge": {"judge": {..}, "label",                  # null without a judge option
+                "clean": {"cost_pct_for_95", "cost_pct_for_98", "quality_pct_at_10",
+                          "quality_pct_at_30", "aiq"},     # the bandit above
+                "judged": {...the same...}, "difference": {the first three: judged - clean},
+                "frontier": [...], "hull": [...],
+                "by_cost_weight": [{"cost_weight", "decisions", "human_decisions",
+                                    "calibration": {model: {"offset", "pairs",
+                                                            "applied_from_step"}}}]},
       "elapsed_seconds"
     }
 
 With ``--embedder local`` (the default) every prompt is embedded as the service embeds
 it (serving/embedder.py: wordllama, the bounded head and tail of the last user turn) and
 routed by its clusters of meaning (:func:`bandit.replay.grow_clusters`).
+
+With ``--judge-noise``, ``--judge-bias`` or ``--human-share`` a simulated judge stands in
+for the table's grades on train (:class:`bandit.replay.SimulatedJudge`): the sweep runs
+clean and under the judge on the same contexts, and the table ends with the two sets of
+figures and their difference.
 
 Costs are mean USD per test prompt, qualities mean graded quality in [0, 1]; a headline
 number is ``null`` when the router never reaches it. ``single_models`` frontier points
@@ -65,20 +80,25 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bandit.calibration import DEFAULT_JUDGE_WEIGHT, DEFAULT_MIN_PAIRS
 from bandit.errors import RequestError, RouteBanditError
 from bandit.features import parse_request
 from bandit.outcomes import OutcomeTable, load_outcomes
 from bandit.policy import EXPLORATIONS, PolicyConfig
 from bandit.replay import (
     DEFAULT_COST_WEIGHTS,
+    JUDGE_FIGURES,
     Change,
     ChangeReport,
     ClusterReport,
+    JudgeReport,
     OperatingPoint,
     ReplayConfig,
     ReplayResult,
     RouterResult,
+    SimulatedJudge,
     check_changes,
+    check_judge,
     replay,
     work_units,
 )
@@ -129,6 +149,42 @@ def _change(text: str) -> Change:
         return Change(kind, model, int(step), *(prices or (None, None)))
     except RouteBanditError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _judge_bias(text: str) -> tuple[str, float]:
+    """``MODEL=+0.2``: the simulated judge's bias on that model's grades."""
+    model, eq, value = text.rpartition("=")
+    try:
+        bias = float(value)
+    except ValueError:
+        bias = float("nan")
+    if not eq or not model or not -1.0 <= bias <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected MODEL=BIAS with BIAS in [-1, 1], e.g. gpt-4=+0.2, got {text!r}")
+    return model, bias
+
+
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _judge(args: argparse.Namespace) -> SimulatedJudge | None:
+    """The simulated judge the options ask for, or ``None`` (no judge option given)."""
+    asked = (args.judge_noise is not None or args.judge_bias or args.human_share is not None
+             or args.judge_weight is not None)
+    if not asked:
+        return None
+    return SimulatedJudge(
+        noise=args.judge_noise or 0.0, bias=tuple(args.judge_bias),
+        human_share=args.human_share or 0.0,
+        weight=DEFAULT_JUDGE_WEIGHT if args.judge_weight is None else args.judge_weight,
+        calibrate=not args.no_calibration, min_pairs=args.calibration_min_pairs)
 
 
 def _interactions(text: str) -> tuple[str, ...]:
@@ -184,6 +240,33 @@ def register(subparsers: Any) -> None:
                         "(new list prices, USD per million tokens)")
     p.add_argument("--change-window", type=_positive_int, default=100, metavar="N",
                    help="decisions per window of the changed model's share (default: 100)")
+    judge = p.add_argument_group(
+        "simulated judge",
+        "stand a simulated judge in for the table's grades on train and print its "
+        "figures against the clean replay of the same run (see docs/replay.md); any of "
+        "these options turns it on; seeded by --seed")
+    judge.add_argument("--judge-noise", type=float, default=None, metavar="SD",
+                       help="sd of Gaussian noise on the judge's grade, clipped to [0, 1] "
+                            "(default: 0)")
+    judge.add_argument("--judge-bias", type=_judge_bias, action="append", default=[],
+                       metavar="MODEL=BIAS",
+                       help="the judge over- (+) or under-grades MODEL's answers by BIAS "
+                            "(repeatable)")
+    judge.add_argument("--human-share", type=_unit, default=None, metavar="SHARE",
+                       help="share of train decisions that keep their true grade as "
+                            "people's scores (learned whole; the judge is calibrated "
+                            "against them) (default: 0)")
+    judge.add_argument("--judge-weight", type=_unit, default=None, metavar="W",
+                       help="the judge's weight, as the service's judge.weight "
+                            f"(default: {DEFAULT_JUDGE_WEIGHT:g})")
+    judge.add_argument("--no-calibration", action="store_true",
+                       help="do not calibrate the judge per model (see what it costs "
+                            "uncalibrated)")
+    judge.add_argument("--calibration-min-pairs", type=_positive_int,
+                       default=DEFAULT_MIN_PAIRS, metavar="N",
+                       help="people's scores of a model before its calibration applies, "
+                            "as the service's judge.calibration_min_pairs "
+                            "(default: %(default)s)")
     p.add_argument("--embedder", choices=REPLAY_EMBEDDERS, default="local",
                    help="embed prompts as the service does and route by their clusters of "
                         "meaning (local: wordllama, in process), or not (none) "
@@ -215,8 +298,10 @@ def run(args: argparse.Namespace) -> int:
         task_tag=args.task_tag,
         changes=tuple(args.changes),
         change_window=args.change_window,
+        judge=_judge(args),
     )
     check_changes(table, config.changes)  # before the embedding's seconds
+    check_judge(table, config.judge)
     embeddings = None if args.embedder == "none" else embed_table(table)
     with tqdm(total=work_units(table, config), file=sys.stderr, unit="step",
               desc="replay", disable=args.quiet, dynamic_ncols=True) as bar:
@@ -315,6 +400,8 @@ def render(result: ReplayResult, *, source: str = "", embedder: str = "none") ->
             f"{f.quality:>11.3f} {f.cost_per_prompt:>9.5f}   {top}"
         )
     lines += _per_task_lines(result.bandit.points)
+    if result.judge is not None:
+        lines += _judge_lines(result.judge)
     for report in result.changes:
         lines += _change_lines(report)
     lines += ["", f"  {'single model':<40} {'quality':>8} {'$/prompt':>9}"]
@@ -345,6 +432,42 @@ def _cluster_lines(found: ClusterReport | None, embedder: str) -> list[str]:
         lines.append(f"    against the task column (test prompts as routed): purity "
                      f"{found.purity:.3f} by leaf, {found.purity_top:.3f} at the first "
                      f"level; NMI {found.nmi:.3f}")
+    return lines
+
+
+def _judge_lines(report: JudgeReport) -> list[str]:
+    """The bandit under the simulated judge against the clean bandit of the same run."""
+    names = {"cost_pct_for_95": "cost@95%q", "cost_pct_for_98": "cost@98%q",
+             "quality_pct_at_10": "q@10%cost"}
+    clean, judged = report.clean.metrics.to_dict(), report.judged.metrics.to_dict()
+    diff = report.differences()
+    lines = ["", f"  simulated judge on train: {report.judge.label}",
+             f"  {'bandit':<34} " + " ".join(f"{names[k]:>11}" for k in JUDGE_FIGURES)]
+    clean_row = "clean (the table's grades)"
+    lines.append(f"  {clean_row:<34} "
+                 + " ".join(f"{_pct(clean[k]):>11}" for k in JUDGE_FIGURES))
+    lines.append(f"  {'under the judge':<34} "
+                 + " ".join(f"{_pct(judged[k]):>11}" for k in JUDGE_FIGURES))
+    lines.append(f"  {'difference (points)':<34} " + " ".join(
+        f"{'-' if diff[k] is None else format(diff[k], '+.1f'):>11}" for k in JUDGE_FIGURES))
+    if report.runs:
+        humans = report.runs[0].humans
+        lines.append(f"  {humans} of {report.runs[0].decisions} train decisions kept their "
+                     "true grade as people's scores (the same prompts at every weight)")
+        cal: dict[str, list[tuple[float, int, int | None]]] = {}
+        for r in report.runs:
+            for m, off, n, at in r.calibration:
+                cal.setdefault(m, []).append((off, n, at))
+        if cal:
+            lines.append("  the judge's offset from people per model at the end of train, "
+                         "mean over the sweep's runs,")
+            lines.append("  with the pairs behind it (min-max) and the runs where it applied")
+            for m, got in sorted(cal.items()):
+                pairs = [n for _, n, _ in got]
+                applied = sum(at is not None for _, _, at in got)
+                lines.append(f"    {m:<40} {sum(o for o, _, _ in got) / len(got):+.3f}  "
+                             f"{min(pairs)}-{max(pairs)} pairs  applied in {applied} of "
+                             f"{len(report.runs)}")
     return lines
 
 

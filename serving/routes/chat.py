@@ -28,9 +28,10 @@ from serving.gateway import (
     UpstreamRejected,
     Wire,
 )
-from serving.gateway_settings import GatewaySettings
+from serving.gateway_settings import gateway_config, upstream_timeouts
 from serving.requests import loads
 from serving.routes.door import EventStream, admit, unless_client_leaves
+from serving.settings import GatewaySettings
 from serving.upstream import Upstream, new_clients
 
 
@@ -43,20 +44,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         return
     configured = getattr(getattr(app.state, "settings", None), "gateway", None)
-    gs = configured if isinstance(configured, GatewaySettings) else GatewaySettings()
+    # An app built without settings (a gateway mounted alone) takes the defaults.
+    gs = configured if isinstance(configured, GatewaySettings) else (
+        GatewaySettings.model_validate({}))
+    timeouts = upstream_timeouts(gs)
     previous: Gateway | None = getattr(app.state, "gateway", None)
     async with AsyncExitStack() as stack:
         # The egress policy start-up checked the catalog with (serving/egress.py).
         egress = getattr(app.state, "egress", None)
-        clients = new_clients(gs.client_shards, timeouts=gs.timeouts(),
+        clients = new_clients(gs.client_shards, timeouts=timeouts,
                               max_connections=gs.max_connections, transport=gs.transport,
                               egress=egress)
         for client in clients:
             stack.push_async_callback(client.aclose)
         gateway = Gateway(router=service,
                           upstream=Upstream(clients, env=os.environ, egress=egress,
-                                            timeouts=gs.timeouts()),
-                          config=gs.config(), metrics=getattr(service, "metrics", None))
+                                            timeouts=timeouts),
+                          config=gateway_config(gs), metrics=getattr(service, "metrics", None))
         stack.push_async_callback(gateway.aclose)
         app.state.gateway = gateway
         yield

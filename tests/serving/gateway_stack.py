@@ -62,6 +62,9 @@ def serve_app(fakes: dict[str, FakeUpstream], tmp_path: Path,
         reset(fake)
     write_catalog_file(tmp_path / "catalog.yaml", fakes)
     monkeypatch.setenv(KEY_ENV, KEY)  # the catalog names this variable for the upstream key
+    if with_key:
+        # Not development mode: fakes on 127.0.0.1 are admitted only when listed.
+        monkeypatch.setenv("ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW", '["127.0.0.1"]')
     settings = load_settings(catalog=str(tmp_path / "catalog.yaml"), data_dir=str(tmp_path),
                              flush_interval_ms=10, **overrides)
     key: str | None = None
@@ -69,8 +72,6 @@ def serve_app(fakes: dict[str, FakeUpstream], tmp_path: Path,
         store = Store(settings.resolved_database_url)
         key, _ = create_key(store, tenant="acme")
         store.close()
-        # Not development mode: fakes on 127.0.0.1 are admitted only when listed.
-        monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
     server = ServerThread(create_app(settings))
     server.start()
     try:

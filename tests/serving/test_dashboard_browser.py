@@ -85,7 +85,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     uri = fresh_tracking_uri(tmp / "mlflow")
     _versions(uri)
     mp = pytest.MonkeyPatch()
-    mp.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+    mp.setenv("ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW", '["127.0.0.1"]')
     settings = service_settings(
         tmp, url, catalog=str(stats_seed.write_catalog(tmp / "catalog.yaml")),
         tracking_uri=uri, snapshot_every=10**9, snapshot_interval_s=10**6,

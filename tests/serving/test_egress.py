@@ -123,19 +123,22 @@ def test_registration_waits_for_a_slow_resolver_no_longer_than_its_timeout() -> 
     release.set()
 
 
-def test_settings_validate_and_build_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serving.gateway_settings import GatewaySettings, gateway_settings_of
+def test_settings_validate_and_build_the_policy(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    from serving.gateway_settings import egress_policy
+    from serving.settings import load_settings
 
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["10.0.0.0/8", "vllm.lan"]')
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_API_KEY_ENVS", '["LLM_*"]')
-    policy = GatewaySettings().egress(development=False, database_url=None)
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW", '["10.0.0.0/8", "vllm.lan"]')
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__API_KEY_ENVS", '["LLM_*"]')
+    settings = load_settings(data_dir=str(tmp_path))
+    policy = egress_policy(settings.gateway, development=False, database_url=None)
     assert policy.refusal(_ip("10.1.1.1"), "10.1.1.1") is None
     assert policy.key("LLM_KEY", {"LLM_KEY": "k"}) == "k"
     with pytest.raises(EgressError, match="matches none of LLM_"):
         policy.key("OPENAI_API_KEY", {})
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["not a host"]')
-    with pytest.raises(SettingsError, match="upstream_allow.*neither a host name"):
-        gateway_settings_of(None)
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW", '["not a host"]')
+    with pytest.raises(SettingsError, match="GATEWAY__UPSTREAM_ALLOW.*neither a host name"):
+        load_settings(data_dir=str(tmp_path))
 
 
 @pytest.mark.parametrize(("name", "patterns", "rule"), [
@@ -414,7 +417,7 @@ async def _served(settings: Settings, key: str | None,
 @pytest.fixture(autouse=True)
 def _no_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("UPSTREAM_ALLOW", "API_KEY_ENVS", "TRANSPORT", "MAX_ATTEMPTS"):
-        monkeypatch.delenv(f"ROUTEBANDIT_GATEWAY_{name}", raising=False)
+        monkeypatch.delenv(f"ROUTEBANDIT_GATEWAY__{name}", raising=False)
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["development", "admin-key"])
@@ -486,7 +489,9 @@ async def test_a_public_catalog_starts_and_loopback_needs_the_allow_list(
                       f"'http://{FORBIDDEN}:1/v1'}}\n")
     with pytest.raises(SettingsError, match="loopback address.*upstream_allow"):
         preflight(local, resolver=resolver)
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", f'["{FORBIDDEN}"]')
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW", f'["{FORBIDDEN}"]')
+    local = _settings(tmp_path, db_url, CATALOG + f"  - {{name: local, base_url: "
+                      f"'http://{FORBIDDEN}:1/v1'}}\n")  # settings read at start-up
     preflight(local, resolver=resolver).store.close()
 
 
@@ -527,8 +532,8 @@ async def test_rebinding_through_the_service_is_refused_at_call_time(
     tmp_path: Path, db_url: str, listener: Listener, transport: str,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_TRANSPORT", transport)
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__TRANSPORT", transport)
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__MAX_ATTEMPTS", "1")
     monkeypatch.setenv("REBIND_API_KEY", PLANTED)
     settings = _settings(tmp_path, db_url)
     key = _admin_key(settings)

@@ -73,16 +73,15 @@ async def test_feedback_never_misses_a_fresh_decision(tmp_path: Path, db_url: st
 async def test_feedback_on_a_decision_no_longer_in_memory(api: Api, with_outcome: bool
                                                          ) -> None:
     # The store's brief of the decision gives the reward the in-memory copy gives.
-    from feedback.models import utcnow
-    from feedback.records import OutcomeRecord
     from feedback.rewards import Chosen, feedback_reward
+    from serving.calls import Outcome
 
     out = await api.route(prompt="Summarise the plot of Hamlet.", profile="balanced")
     decision_id = out["decision_id"]
     if with_outcome:
-        await api.service.record_outcome(decision_id, OutcomeRecord(
-            decision_id=decision_id, created_at=utcnow(), latency_ms=2300.0,
-            input_tokens=800, output_tokens=900, cost_usd=0.004, status="ok"))
+        await api.service.record_outcome(decision_id, Outcome(
+            latency_ms=2300.0, input_tokens=800, output_tokens=900, cost_usd=0.004,
+            status="ok"))
     await api.service.writer.flush()
     record = api.service.store.get_decision(decision_id)
     assert record is not None

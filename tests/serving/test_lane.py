@@ -28,7 +28,7 @@ from tests.serving.conftest import service_settings
 def _loopback_upstreams(monkeypatch: pytest.MonkeyPatch) -> None:
     # With API keys (not development mode) only listed non-public upstreams are admitted,
     # and the example catalog's local-qwen is on 127.0.0.1 (docs/deploy.md).
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW", '["127.0.0.1"]')
 
 
 def _without_lane(app: FastAPI) -> FastAPI:

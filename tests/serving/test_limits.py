@@ -24,7 +24,7 @@ REDIS_URL = "redis://127.0.0.1:6379/15"
 def _loopback_upstreams(monkeypatch: pytest.MonkeyPatch) -> None:
     # With API keys (not development mode) only listed non-public upstreams are admitted,
     # and the example catalog's local-qwen is on 127.0.0.1 (docs/deploy.md).
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW", '["127.0.0.1"]')
 
 
 def _keys(settings: Settings, *tenants: str) -> list[str]:

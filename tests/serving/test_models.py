@@ -80,7 +80,8 @@ async def test_tenant_keys_see_what_tenants_need(
     from serving.auth import create_key
 
     # The example catalog's local-qwen is on 127.0.0.1: admitted with keys only if listed.
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+    settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(
+        update={"upstream_allow": ("127.0.0.1",)})})
     store = Store(settings.resolved_database_url)
     tenant, _ = create_key(store, tenant="acme")
     admin, _ = create_key(store, tenant="ops", admin=True)

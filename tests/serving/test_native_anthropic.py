@@ -208,3 +208,73 @@ def test_translation_golden() -> None:
     assert stream.event({"type": "message_delta", "delta": {"stop_reason": "stop_sequence"},
                          "usage": {"output_tokens": 1}})[0]["choices"][0][
         "finish_reason"] == "stop"
+
+
+def test_json_output_thinking_and_documents_reach_anthropic_in_its_terms() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}},
+              "required": ["a"], "additionalProperties": False}
+    pdf = "data:application/pdf;base64,JVBERi0xLjQK"
+    body = to_messages({
+        "model": "claude", "max_tokens": 500, "reasoning_effort": "high",
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "out", "schema": schema}},
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Summarise"},
+            {"type": "file", "file": {"file_data": pdf, "filename": "report.pdf"}}]}]})
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    # Anthropic counts the thinking in max_tokens: the answer keeps its 500
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 16384}
+    assert body["max_tokens"] == 500 + 16384
+    assert body["messages"][0]["content"][1] == {
+        "type": "document", "title": "report.pdf",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}}
+    plain = to_messages({"model": "claude", "response_format": {"type": "json_object"},
+                         "messages": [{"role": "user", "content": "hi"}]})
+    assert plain["output_config"]["format"]["schema"] == {"type": "object"}
+    assert "thinking" not in plain
+
+
+def test_a_file_by_id_cannot_reach_anthropic_and_the_model_is_skipped() -> None:
+    from bandit.catalog import ModelSpec
+    from serving.native_anthropic import NativeFault
+    from serving.upstream import _NATIVE, UpstreamConfigError, _native_request
+
+    payload = {"model": "claude", "messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-abc"}}]}]}
+    with pytest.raises(NativeFault, match="file_data"):
+        to_messages(payload)
+    spec = ModelSpec(name="claude", api="anthropic", base_url="https://api.anthropic.com/v1")
+    with pytest.raises(UpstreamConfigError, match="claude: .*file_data") as caught:
+        _native_request(_NATIVE["anthropic"], spec, payload)
+    assert caught.value.retryable  # another model may take it
+
+
+def test_thinking_is_not_relayed() -> None:
+    body = {"id": "msg_1", "type": "message", "role": "assistant", "stop_reason": "end_turn",
+            "content": [{"type": "thinking", "thinking": "let me see", "signature": "s"},
+                        {"type": "text", "text": "42"}],
+            "usage": {"input_tokens": 10, "output_tokens": 30}}
+    assert to_completion(body, "claude")["choices"][0]["message"]["content"] == "42"
+    stream = MessagesStream("claude")
+    chunks = []
+    for event in (
+        {"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 10}}},
+        {"type": "content_block_start", "index": 0,
+         "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "thinking_delta", "thinking": "secret steps"}},
+        {"type": "content_block_delta", "index": 0,
+         "delta": {"type": "signature_delta", "signature": "sig"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1,
+         "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "42"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+         "usage": {"output_tokens": 30}},
+        {"type": "message_stop"},
+    ):
+        chunks += stream.event(event)
+    text = "".join(c["choices"][0]["delta"].get("content") or ""
+                   for c in chunks if c["choices"])
+    assert text == "42" and "secret" not in json.dumps(chunks)

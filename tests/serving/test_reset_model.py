@@ -105,7 +105,7 @@ async def test_a_detected_change_is_logged_counted_and_checkpointed(
 async def test_reset_model_needs_an_admin_key(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # with keys, the example catalog's local model needs its address allowed
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW", '["127.0.0.1"]')
     settings = service_settings(tmp_path, f"sqlite:///{tmp_path / 'rb.db'}")
     store = Store(settings.resolved_database_url)
     store.upgrade()

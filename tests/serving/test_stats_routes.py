@@ -26,7 +26,7 @@ PANELS = ("traffic", "kinds", "feedback", "spend", "latency", "errors", "explora
 @pytest.fixture(autouse=True)
 def _loopback_upstreams(monkeypatch: pytest.MonkeyPatch) -> None:
     # With API keys only listed non-public upstreams are admitted (docs/deploy.md).
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_UPSTREAM_ALLOW", '["127.0.0.1"]')
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__UPSTREAM_ALLOW", '["127.0.0.1"]')
 
 
 @dataclass

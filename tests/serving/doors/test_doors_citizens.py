@@ -78,7 +78,7 @@ def fakes() -> Iterator[dict[str, FakeUpstream]]:
 def test_keys_cache_audit_feedback_learning_metrics_and_budgets_on_every_door(
         fakes: dict[str, FakeUpstream], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROUTEBANDIT_GATEWAY_CACHE", "true")
+    monkeypatch.setenv("ROUTEBANDIT_GATEWAY__CACHE", "true")
     monkeypatch.setenv("ROUTEBANDIT_BUDGETS", '{"acme": 0.5}')
     with _served(fakes, tmp_path, monkeypatch, with_key=True) as (server, key):
         assert key is not None
