@@ -27,6 +27,7 @@ from datetime import datetime
 
 from sqlalchemy import Select, and_, func, select, update
 
+from bandit.calibration import calibrated, learned_quality
 from feedback.models import FeedbackRow, GradeRow, utcnow
 from feedback.records import GradeRecord
 from feedback.store import Store
@@ -42,15 +43,6 @@ RANKED = (JUDGE, JSON, TOOL_ARGS, LENGTH, REGENERATED, ABANDONED)
 
 PENDING, FAILED, LEARNED, SUPERSEDED, REPLACED = (
     "pending", "failed", "learned", "superseded", "replaced")
-
-
-def learned_quality(score: float, weight: float) -> float:
-    """The quality a grade is learned as: ``weight`` of the way from 0.5 to ``score``.
-
-    >>> learned_quality(1.0, 0.8), learned_quality(0.0, 0.5), learned_quality(0.3, 1.0)
-    (0.9, 0.25, 0.3)
-    """
-    return 0.5 + weight * (score - 0.5)
 
 
 def rank(source: str) -> int:
@@ -189,22 +181,6 @@ def _judge_vs_person() -> Select[float | None, float]:
                func.coalesce(FeedbackRow.source, "") != "default",
                func.coalesce(FeedbackRow.source, "").not_like("gateway:%"))
     )
-
-
-def calibrated(score: float, model: str, calibration: dict[str, tuple[float, int]], *,
-               min_pairs: int) -> float:
-    """The judge's ``score`` of ``model``'s answer less the judge's mean offset for that
-    model, once ``min_pairs`` people's scores back it; clipped to [0, 1].
-
-    >>> calibrated(0.9, "m", {"m": (0.2, 30)}, min_pairs=20)
-    0.7
-    >>> calibrated(0.9, "m", {"m": (0.2, 5)}, min_pairs=20)
-    0.9
-    """
-    offset, n = calibration.get(model, (0.0, 0))
-    if n < min_pairs:
-        return score
-    return round(min(1.0, max(0.0, score - offset)), 12)
 
 
 def agreement_of(pairs: Sequence[tuple[float, float]]) -> Agreement:
