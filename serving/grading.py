@@ -5,8 +5,9 @@ stream the client left; it records the implicit signals those show (a truncated 
 output that fails the requested JSON schema, tool arguments that are not JSON, the same
 conversation resent soon after its answer, an abandoned stream), hands the answer to the
 judge if it is in the sample, and promotes due grades to feedback (feedback/grades.py)
-every ``grades.interval_s``. All of it off the request path: background tasks the app's
-lifespan owns.
+every ``grades.interval_s``. On the request path only the signals' checks and the
+judge's sampling decision run; the rest is background work the app's lifespan owns: the
+judge on its own thread (serving/judge.py), the grade writer and the promotion as tasks.
 """
 
 from __future__ import annotations
@@ -72,16 +73,16 @@ class Grading:
         self.judge: Judge | None = None
         if settings.judge.model is not None:
             self.judge = Judge(settings.judge, book=self.book, metrics=self.metrics,
-                               catalog=lambda: service.catalog, record=self._add)
+                               catalog=lambda: service.catalog)
         self._conversations: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._store_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, upstream: Upstream) -> None:
-        """The gateway's upstream client, which the judge calls its model through."""
+        """The gateway's upstream client: the judge makes its own client like it."""
         if self.judge is not None:
-            self.judge.upstream = upstream
+            self.judge.bind(upstream)
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -93,7 +94,11 @@ class Grading:
                     f"setting 'judge.model' (ROUTEBANDIT_JUDGE__MODEL): {self.judge.model!r} "
                     f"is not a catalog model ({', '.join(self.service.catalog.names)})")
             await self.judge.start()
-            await self.measure_agreement()
+            try:
+                await self.measure_agreement()
+            except BaseException:
+                await self.judge.stop()  # no thread left behind by a failed start-up
+                raise
         self._loop_task = asyncio.create_task(self._promote_loop(),
                                               name="routebandit-grades")
         self._store_task = asyncio.create_task(self._store_loop(),
@@ -190,6 +195,8 @@ class Grading:
             await self._store_locked(force)
 
     async def _store_locked(self, force: bool) -> None:
+        if self.judge is not None:  # the judge's grades, handed back in a batch
+            self._buffer.extend(self.judge.drain())
         if not self._buffer:
             return
         writer = self.service.writer

@@ -1,13 +1,16 @@
 """The sampled LLM judge: grades a seeded share of gateway answers (docs/judge.md).
 
 The gateway hands each answer it recorded as ``ok`` to :meth:`Judge.submit` once the
-client has it; a sampled one waits in a bounded queue for the judge's worker, a
-background task the app's lifespan owns, so judging never adds latency to an answer.
-The worker calls the judge model directly through the gateway's upstream client (never
-routed, never learned from), within its own timeout, retries, rate limit and daily
-spend cap, asks for ``{"score": 0..1, "reason": "..."}`` in a ``json_schema`` response
-format and stores the grade (feedback/grades.py). An answer without a valid score is a
-judge failure: stored as such, never learned. Nothing the judge answers stops it.
+client has it. On the serving loop that is all that happens: the seeded sampling
+decision and an append to a bounded, thread-safe inbox (a full one drops the answer and
+counts it). Everything else runs on the judge's own thread, with its own event loop and
+its own httpx client (never the serving loop's), so the judge's calls never compete
+with the client's requests for a loop: building the judge's prompt, the call itself
+(never routed, never learned from) within its own timeout, retries, rate limit and
+daily spend cap, asking for ``{"score": 0..1, "reason": "..."}`` in a ``json_schema``
+response format, pricing it and counting it. The grades go back through an outbox the
+grade writer drains in batches (serving/grading.py). An answer without a valid score is
+a judge failure: stored as such, never learned. Nothing the judge answers stops it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import hashlib
 import json
 import logging
 import math
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,7 +35,7 @@ from feedback.grades import JUDGE, GradeBook, NewGrade
 from feedback.models import utcnow
 from serving.metrics import Metrics
 from serving.settings import JudgeSettings
-from serving.upstream import Budget, Upstream, UpstreamError, UpstreamTimeout
+from serving.upstream import Budget, Upstream, UpstreamError, UpstreamTimeout, new_client
 
 log = logging.getLogger("routebandit.judge")
 
@@ -52,6 +57,11 @@ RESPONSE_FORMAT: dict[str, Any] = {
 }
 #: The most of a conversation and of an answer the judge is shown (head and tail).
 MAX_CHARS = 12_000
+#: Connections of the judge's own client: its calls are one at a time.
+MAX_CONNECTIONS = 4
+#: The longest :meth:`Judge.stop` waits for the judge's thread (a call in flight is
+#: cancelled at once; this is a backstop well inside the app's shutdown timeout).
+STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -105,13 +115,28 @@ def sampled(decision_id: str, *, rate: float, seed: int) -> bool:
     """
     if rate <= 0:
         return False
+    if rate >= 1:
+        return True
     digest = hashlib.blake2b(f"{seed}:{decision_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < rate
 
 
+def judge_upstream(gateway: Upstream) -> Callable[[], Upstream]:
+    """What makes the judge's own client: a new httpx client (on whichever loop calls
+    it) behind the same egress policy and key source as the gateway's ``gateway``."""
+    # Upstream exposes neither, and serving/upstream.py is not the judge's to change.
+    egress, env = gateway.egress, gateway.env
+
+    def make() -> Upstream:
+        client = new_client(max_connections=MAX_CONNECTIONS, egress=egress)
+        return Upstream(client, env=env, egress=egress)
+
+    return make
+
+
 class Judge:
     def __init__(self, settings: JudgeSettings, *, book: GradeBook, metrics: Metrics,
-                 catalog: Callable[[], Catalog], record: Callable[[NewGrade], None],
+                 catalog: Callable[[], Catalog],
                  clock: Callable[[], float] = time.monotonic) -> None:
         assert settings.model is not None
         self.settings = settings
@@ -119,11 +144,20 @@ class Judge:
         self.book = book
         self.metrics = metrics
         self._catalog = catalog
-        self._record = record  # stores grades in batches (serving/grading.py)
         self._clock = clock
-        self.upstream: Upstream | None = None
-        self._queue: asyncio.Queue[Answered | None] = asyncio.Queue(settings.max_queue)
-        self._task: asyncio.Task[None] | None = None
+        # Set by the gateway (bind); the judge's thread makes its own client with it.
+        self._connect: Callable[[], Upstream] | None = None
+        # Between the threads: deque's append and popleft are atomic. The serving loop
+        # appends to the inbox and pops the outbox; the judge's thread does the rest.
+        self._inbox: deque[Answered] = deque()
+        self._outbox: deque[NewGrade] = deque()
+        self._submitted = 0  # written by the serving loop only
+        self._done = 0  # written by the judge's thread only
+        self._sleeping = False  # the judge's loop waits for an answer
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self._day: str = ""
         self.spent_today = 0.0
         # A token bucket: rate_per_minute, in bursts of at most a sixth of it (10 s).
@@ -131,54 +165,128 @@ class Judge:
         self._tokens = self._capacity
         self._refilled = clock()
 
-    # -- lifecycle ------------------------------------------------------------------
+    def bind(self, upstream: Upstream) -> None:
+        """The gateway's upstream client: the judge calls through a client like it."""
+        self._connect = judge_upstream(upstream)
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    # -- lifecycle (the serving loop) ------------------------------------------------
     async def start(self) -> None:
         self._roll_day()
         since = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
         self.spent_today = await asyncio.to_thread(self.book.spent_since, since)
-        self._task = asyncio.create_task(self._run(), name="routebandit-judge")
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,),
+                                        name="routebandit-judge", daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(ready.wait, STOP_TIMEOUT_S)
 
     async def stop(self) -> None:
-        if self._task is None:
+        thread, loop, main = self._thread, self._loop, self._main
+        if thread is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        if loop is not None and main is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has closed already
+                loop.call_soon_threadsafe(main.cancel)
+        await asyncio.to_thread(thread.join, STOP_TIMEOUT_S)
+        if thread.is_alive():
+            log.error("the judge's thread did not stop within %.0f s", STOP_TIMEOUT_S)
+        elif self._inbox:
+            log.info("judge stopped with %d answers not graded", len(self._inbox))
+        self._thread = None
 
     async def idle(self) -> None:
         """Wait until every answer queued so far is graded (tests)."""
-        await self._queue.join()
+        while self._done < self._submitted and self._thread is not None \
+                and self._thread.is_alive():
+            await asyncio.sleep(0.005)
 
-    # -- intake ---------------------------------------------------------------------
+    # -- the serving loop's side: per answer, and the grades back ----------------------
     def submit(self, answer: Answered) -> bool:
         """Queue ``answer`` if it is in the sample; never blocks."""
         s = self.settings
-        if self.upstream is None or not sampled(answer.decision_id, rate=s.sample_rate,
+        if self._connect is None or not sampled(answer.decision_id, rate=s.sample_rate,
                                                 seed=s.seed):
             return False
-        try:
-            self._queue.put_nowait(answer)
-        except asyncio.QueueFull:
+        if len(self._inbox) >= s.max_queue:
             self.metrics.judge_skipped.labels("queue").inc()
             return False
+        self._submitted += 1
+        self._inbox.append(answer)
+        if self._sleeping:  # (read after the append: see _next)
+            self._sleeping = False
+            loop, wake = self._loop, self._wake
+            if loop is not None and wake is not None:
+                with contextlib.suppress(RuntimeError):  # stopped meanwhile
+                    loop.call_soon_threadsafe(wake.set)
         return True
 
-    # -- the worker -----------------------------------------------------------------
-    async def _run(self) -> None:
+    def drain(self) -> list[NewGrade]:
+        """The grades the judge made since the last call, oldest first."""
+        out: list[NewGrade] = []
+        box = self._outbox
+        while box:
+            out.append(box.popleft())
+        return out
+
+    # -- the judge's thread ---------------------------------------------------------
+    def _serve(self, ready: threading.Event) -> None:
+        try:
+            asyncio.run(self._run(ready))
+        except asyncio.CancelledError:
+            pass  # stopped
+        except BaseException:
+            log.exception("the judge's thread stopped unexpectedly")
+        finally:
+            ready.set()
+
+    async def _run(self, ready: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._main = asyncio.current_task()
+        self._wake = asyncio.Event()
+        ready.set()
+        upstream: Upstream | None = None
+        made_by: Callable[[], Upstream] | None = None
+        try:
+            while True:
+                answer = await self._next()
+                try:
+                    connect = self._connect
+                    if connect is not made_by and connect is not None:
+                        # (re)bound to a gateway: a client like its own
+                        if upstream is not None:
+                            await _close(upstream)
+                        upstream, made_by = connect(), connect
+                    await self._grade(upstream, answer)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # A bug costs one grade, never the judge.
+                    log.exception("judging decision %s failed unexpectedly",
+                                  answer.decision_id)
+                finally:
+                    self._done += 1
+        finally:
+            if upstream is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(_close(upstream))
+
+    async def _next(self) -> Answered:
+        assert self._wake is not None
         while True:
-            answer = await self._queue.get()
-            try:
-                if answer is not None:
-                    await self._grade(answer)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # A bug costs one grade, never the judge.
-                log.exception("judging decision %s failed unexpectedly",
-                              getattr(answer, "decision_id", "?"))
-            finally:
-                self._queue.task_done()
+            if self._inbox:
+                return self._inbox.popleft()
+            # Sleeping is announced before the inbox is looked at again, and submit
+            # looks at it after its append: an answer is never left waiting unwoken.
+            self._wake.clear()
+            self._sleeping = True
+            if self._inbox:
+                self._sleeping = False
+                continue
+            await self._wake.wait()
 
     def _roll_day(self) -> None:
         day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
@@ -195,7 +303,7 @@ class Judge:
         self._tokens -= 1.0
         return True
 
-    async def _grade(self, answer: Answered) -> None:
+    async def _grade(self, upstream: Upstream | None, answer: Answered) -> None:
         self._roll_day()
         if self.spent_today >= self.settings.daily_budget_usd:
             self.metrics.judge_skipped.labels("budget").inc()
@@ -204,7 +312,7 @@ class Judge:
             self.metrics.judge_skipped.labels("rate").inc()
             return
         catalog = self._catalog()
-        if self.model not in catalog or self.upstream is None:
+        if self.model not in catalog or upstream is None:
             self.metrics.judge_skipped.labels("model").inc()
             return
         spec = catalog.get(self.model)
@@ -218,7 +326,7 @@ class Judge:
             budget = Budget.from_now(total_s=self.settings.timeout_s,
                                      max_bytes=1 << 20)
             try:
-                completion = await self.upstream.complete(spec, payload, budget=budget)
+                completion = await upstream.complete(spec, payload, budget=budget)
             except UpstreamError as exc:
                 result = "timeout" if isinstance(exc, UpstreamTimeout) else "error"
                 reason = f"judge call failed ({exc.kind}): {exc}"
@@ -241,9 +349,10 @@ class Judge:
             self.metrics.judge_cost.labels(self.model).inc(cost)
         if score is None:
             log.warning("judge: decision %s not graded: %s", answer.decision_id, reason)
-        self._record(NewGrade(decision_id=answer.decision_id, source=JUDGE, score=score,
-                              weight=self.settings.weight, reason=reason, model=self.model,
-                              cost_usd=cost, created_at=utcnow()))
+        self._outbox.append(NewGrade(
+            decision_id=answer.decision_id, source=JUDGE, score=score,
+            weight=self.settings.weight, reason=reason, model=self.model, cost_usd=cost,
+            created_at=utcnow()))
 
     def _prompt(self, answer: Answered) -> list[dict[str, str]]:
         rubric = self.settings.rubric or DEFAULT_RUBRIC
@@ -275,6 +384,10 @@ class Judge:
         return float(spec.call_cost_usd(input_tokens=prompt, output_tokens=completion))
 
 
+async def _close(upstream: Upstream) -> None:
+    await upstream.client.aclose()
+
+
 def _clip(text: str) -> str:
     if len(text) <= MAX_CHARS:
         return text
@@ -283,4 +396,4 @@ def _clip(text: str) -> str:
 
 
 __all__ = ["DEFAULT_RUBRIC", "RESPONSE_FORMAT", "Answered", "Judge", "JudgeFailure",
-           "parse_grade", "sampled"]
+           "judge_upstream", "parse_grade", "sampled"]

@@ -427,6 +427,16 @@ class Upstream:
         self._timeout = (timeouts or Timeouts()).httpx()
 
     @property
+    def egress(self) -> EgressPolicy:
+        """The egress policy every call is checked against (serving/egress.py)."""
+        return self._egress
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """Where API keys are read from (the key variables the catalog names)."""
+        return self._env
+
+    @property
     def client(self) -> httpx.AsyncClient:
         return self._clients[0]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -343,4 +344,46 @@ def test_rate_limit_skips_what_it_cannot_take(
         assert len(fakes["big"].log.requests) == 1
         assert [len(app.book.of(d)) for d in ids] == [1, 0, 0]
         assert 'routebandit_judge_skipped_total{reason="rate"} 2.0' in app.http.get(
+            "/metrics").text
+
+
+def test_the_judge_calls_on_its_own_thread_and_loop(
+        app: App, fakes: dict[str, FakeUpstream], monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.upstream import Upstream
+
+    calls: list[tuple[str, str, asyncio.AbstractEventLoop, int]] = []
+    complete = Upstream.complete
+
+    async def spy(self: Upstream, spec: Any, payload: Any, **kw: Any) -> Any:
+        calls.append((spec.name, threading.current_thread().name,
+                      asyncio.get_running_loop(), id(self.client)))
+        return await complete(self, spec, payload, **kw)
+
+    monkeypatch.setattr(Upstream, "complete", spy)
+    app.ask()
+    app.idle()
+    grading = app.service.grading
+    serving = {(name, loop, client) for model, name, loop, client in calls
+               if model == "cheap"}
+    judging = {(name, loop, client) for model, name, loop, client in calls
+               if model == "big"}
+    assert len(serving) == 1 and len(judging) == 1
+    ((s_thread, s_loop, s_client),) = serving
+    ((j_thread, j_loop, j_client),) = judging
+    assert s_loop is grading.loop  # the answer: on the serving loop
+    assert j_thread == grading.judge.thread.name == "routebandit-judge" != s_thread
+    assert j_loop is not grading.loop  # the judge: its own loop, its own httpx client
+    assert j_client != s_client
+
+
+def test_a_full_inbox_drops_and_counts(fakes: dict[str, FakeUpstream], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    for app in _app(fakes, tmp_path, monkeypatch, **judged(max_queue=1, timeout_s=5)):
+        fakes["big"].behavior.hang_s = 1.0  # the first answer holds the judge
+        ids = [app.ask() for _ in range(4)]
+        fakes["big"].behavior.hang_s = 0.0
+        app.idle()
+        graded = [d for d in ids if app.book.of(d)]
+        assert graded[:1] == ids[:1] and len(graded) == 2  # one judged, one queued
+        assert 'routebandit_judge_skipped_total{reason="queue"} 2.0' in app.http.get(
             "/metrics").text
