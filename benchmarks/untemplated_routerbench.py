@@ -121,8 +121,9 @@ def _init(data: dict[str, tuple[OutcomeTable, np.ndarray, np.ndarray | None]]) -
         _DATA[name] = (table, product, reference, featurize_table(table))
 
 
-def run(job: tuple[str, str, int, int, bool]) -> tuple[str, str, int, dict[str, Any]]:
-    name, way, seed, k, aging = job
+def run(job: tuple[str, str, int, int, bool, int | None]
+        ) -> tuple[str, str, int, dict[str, Any]]:
+    name, way, seed, k, aging, kind_memory = job
     table, product, reference, plain = _DATA[name]
     info: dict[str, Any] = {}
     if way == "product":
@@ -139,6 +140,8 @@ def run(job: tuple[str, str, int, int, bool]) -> tuple[str, str, int, dict[str, 
     # "Adapting to change"), to measure what the ageing costs where nothing changes.
     policy = (PolicyConfig() if aging else
               PolicyConfig(kind_memory=0, estimate_memory=0, detect_changes=False))
+    if kind_memory is not None:
+        policy = dataclasses.replace(policy, kind_memory=kind_memory)
     config = ReplayConfig(seed=seed, policy=policy)
     points = [replay_bandit(table, ctx, cost_weight=w, config=config).point.xy
               for w in DEFAULT_COST_WEIGHTS]
@@ -206,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                              "k-means fitted offline on the train prompts (not the product)")
     parser.add_argument("--k", type=int, default=3,
                         help="clusters of the k-means reference (default: %(default)s)")
+    parser.add_argument("--kind-memory", type=int, default=None,
+                        help="the policy's kind_memory (default: PolicyConfig's)")
     parser.add_argument("--no-aging", action="store_true",
                         help="turn the policy's ageing of evidence and change detection off")
     parser.add_argument("--workers", type=int, default=1,
@@ -223,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         table = load_table(name)
         data[name] = (table, embed_table(table),
                       embed(table.prompts) if "kmeans" in ways else None)
-    jobs = [(n, w, s, args.k, not args.no_aging) for n in names for w in ways for s in seeds]
+    jobs = [(n, w, s, args.k, not args.no_aging, args.kind_memory)
+            for n in names for w in ways for s in seeds]
     results: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
         n: {w: {} for w in ways} for n in names}
     with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(data,)) as pool, \
