@@ -40,6 +40,23 @@ from bandit.errors import PolicyError
 MIN_BASELINE_GRADES = 20
 
 
+def fade(n: float, memory: float) -> float:
+    """The weight left to ``n`` observations before one more is added, so that evidence
+    counts ``memory`` observations at most (1.0: nothing fades; ``memory`` 0: never).
+
+    Every running figure that ages (:class:`bandit.kinds.KindStats`,
+    :class:`bandit.estimates.Estimates`) scales what it holds by this factor, then adds
+    the new observation at full weight: an exponential forgetting with a half-life of
+    about ``0.69 * memory`` observations.
+
+    >>> fade(10, 0), fade(10, 100), fade(100, 100)
+    (1.0, 1.0, 0.99)
+    """
+    if not memory or n + 1.0 <= memory:
+        return 1.0
+    return max(0.0, memory - 1.0) / n
+
+
 @dataclass(frozen=True)
 class ChangeEvent:
     """A change of a model: noticed by the detector (``source='detected'``) or declared by

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bandit.catalog import ModelSpec
+from bandit.drift import fade
 
 DEFAULT_OUTPUT_TOKENS = 256.0
 DEFAULT_LATENCY_MS = 1000.0
@@ -75,12 +76,12 @@ class _Ridge:
         self.y_max = 0.0
 
     def add(self, x: FloatArray, y: float, memory: float = 0.0) -> None:
-        if memory and self.n + 1.0 > memory:
+        keep = fade(self.n, memory)
+        if keep < 1.0:
             # Least squares with forgetting: every old observation is weighted by
             # ``keep``, and the ridge prior keeps its full weight, so that directions the
             # recent prompts do not explore stay as regularised as at the start (plain
             # exponential forgetting would blow their variance up).
-            keep = max(0.0, memory - 1.0) / self.n
             precision = np.linalg.inv(self.inv)
             precision = keep * precision + (1.0 - keep) * self._prior_precision
             precision += np.outer(x, x)
@@ -125,12 +126,9 @@ class _Stat:
     total: float = 0.0
 
     def add(self, value: float, memory: float = 0.0) -> None:
-        if memory and self.n + 1.0 > memory:
-            keep = max(0.0, memory - 1.0) / self.n
-            self.n *= keep
-            self.total *= keep
-        self.n += 1.0
-        self.total += value
+        keep = fade(self.n, memory)
+        self.n = self.n * keep + 1.0
+        self.total = self.total * keep + value
 
     @property
     def mean(self) -> float | None:
@@ -148,13 +146,12 @@ class _Line:
     sxy: float = 0.0
 
     def add(self, x: float, y: float, memory: float = 0.0) -> None:
-        if memory and self.n + 1.0 > memory:
-            keep = max(0.0, memory - 1.0) / self.n
-            self.n *= keep
-            self.sx *= keep
-            self.sy *= keep
-            self.sxx *= keep
-            self.sxy *= keep
+        keep = fade(self.n, memory)
+        self.n *= keep
+        self.sx *= keep
+        self.sy *= keep
+        self.sxx *= keep
+        self.sxy *= keep
         self.n += 1.0
         self.sx += x
         self.sy += y

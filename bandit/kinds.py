@@ -55,6 +55,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bandit.drift import fade
 from bandit.features import Context
 
 #: Kinds remembered at most; the least recently updated kind is forgotten first. A kind
@@ -246,12 +247,11 @@ class KindStats:
             del self._seen_once[digest]
         cell = self._row(kind).setdefault(model, [0.0, 0.0, 0.0, 0.0])
         before = cell[0]
-        if self.memory and before + 1.0 > self.memory:
-            # Old grades fade so that the count stays at ``memory``: the new one counts
-            # as much as any grade ever did.
-            scale = max(0.0, self.memory - 1.0) / before
-            cell[0] *= scale
-            cell[1] *= scale
+        # Old grades fade so that the count stays at ``memory``: the new one counts as
+        # much as any grade ever did.
+        keep = fade(before, self.memory)
+        cell[0] *= keep
+        cell[1] *= keep
         cell[0] += 1.0
         cell[1] += float(quality)
         self._totals[kind] += cell[0] - before
@@ -316,10 +316,9 @@ class KindStats:
         memory = self.memory
         for model, q in predictions.items():
             cell = row.setdefault(model, [0.0, 0.0, 0.0, 0.0])
-            if memory and cell[2] + 1.0 > memory:
-                scale = max(0.0, memory - 1.0) / cell[2]
-                cell[2] *= scale
-                cell[3] *= scale
+            keep = fade(cell[2], memory)
+            cell[2] *= keep
+            cell[3] *= keep
             cell[2] += 1.0
             cell[3] += float(q)
 
